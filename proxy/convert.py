@@ -1,0 +1,163 @@
+"""StreamConverter: upstream bytes in, legacy bytes out. CORE: no I/O, no clock, no logging.
+
+    sse.Decoder ──events──▶ translator (completions | messages) ──▶ LegacyStream ──bytes──▶
+
+The shell's whole contract:
+
+    conv = StreamConverter(pings=True, event_id=None)
+    out = conv.feed(chunk)        # for every chunk read from the upstream; write ``out``
+    conv.behind = True/False      # the client transport is over / under its high-water mark
+    out = conv.take_pending()     # after the client drained: the latest held snapshot, if any
+    out = conv.close()            # clean end of the upstream body
+    out = conv.abort("upstream_closed" | "upstream_timeout" | "drain_deadline")
+    conv.finished, conv.failed    # once failed, end the client response abnormally (rule 5)
+    conv.stats()                  # frozen Stats for metrics and the log line
+
+``feed``, ``close`` and ``abort`` never raise: the decoder's and translators' StreamError becomes
+the legacy error event here (rule 6). Memory per stream: see ``translate.legacy_stream``; the
+decoder adds at most one event (``max_event_bytes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.errors import StreamError, StreamErrorReason
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, Decoder, Event, EventTooLarge
+from proxy.translate.completions import CompletionsTranslator
+from proxy.translate.legacy_stream import LegacyStream
+
+UpstreamKind = Literal["complete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What one stream did, for metrics and the request's log line."""
+
+    events_in: dict[str, int]  # upstream events by kind; names outside the table are "unknown"
+    events_out: dict[str, int]  # legacy events by kind: snapshot, ping, error, done
+    bytes_in: int
+    bytes_out: int
+    snapshots_skipped: int
+    outcome: str | None  # None while running; "ok"; or a StreamErrorReason
+
+
+class StreamConverter:
+    __slots__ = ("_decoder", "_events_in", "_out", "_translator", "bytes_in", "bytes_out")
+
+    def __init__(
+        self,
+        kind: UpstreamKind = "complete",
+        *,
+        pings: bool = True,
+        event_id: str | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self._decoder = Decoder(max_event_bytes)
+        self._out = LegacyStream(pings=pings, event_id=event_id)
+        self._translator = CompletionsTranslator(self._out)
+        self._events_in = dict.fromkeys((*self._translator.KINDS, "unknown"), 0)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- the shell's side ----------------------------------------------------------------------
+
+    @property
+    def behind(self) -> bool:
+        return self._out.behind
+
+    @behind.setter
+    def behind(self, value: bool) -> None:
+        self._out.behind = value
+
+    @property
+    def finished(self) -> bool:
+        return self._out.finished
+
+    @property
+    def failed(self) -> bool:
+        return self._out.finished and self._out.outcome != "ok"
+
+    @property
+    def outcome(self) -> str | None:
+        return self._out.outcome
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.bytes_in += len(chunk)
+        if self._out.finished:
+            return b""  # after the final event or an error nothing more reaches the client
+        try:
+            events = self._decoder.feed(chunk)
+        except EventTooLarge as exc:
+            out = self._dispatch_then_fail(exc)
+        else:
+            out = self._dispatch(events)
+        self.bytes_out += len(out)
+        return out
+
+    def close(self) -> bytes:
+        """The upstream body ended cleanly."""
+        if self._out.finished:
+            return b""
+        try:
+            events = self._decoder.close()
+        except EventTooLarge as exc:
+            out = self._dispatch_then_fail(exc)
+        else:
+            out = self._dispatch(events)
+        if not self._out.finished:
+            out += self._out.fail("upstream_closed")  # ended before a stop_reason (rule 6)
+        self.bytes_out += len(out)
+        return out
+
+    def abort(self, reason: StreamErrorReason) -> bytes:
+        """The shell saw the upstream fail (reset, idle timeout) or the drain deadline pass.
+
+        An event cut by a reset is dropped, not dispatched (spec section 7)."""
+        out = self._out.fail(reason)
+        self.bytes_out += len(out)
+        return out
+
+    def take_pending(self) -> bytes:
+        out = self._out.take_pending()
+        self.bytes_out += len(out)
+        return out
+
+    def stats(self) -> Stats:
+        return Stats(
+            events_in=dict(self._events_in),
+            events_out=dict(self._out.out_counts),
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            snapshots_skipped=self._out.snapshots_skipped,
+            outcome=self._out.outcome,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _dispatch_then_fail(self, exc: EventTooLarge) -> bytes:
+        out = self._dispatch(exc.events)
+        return out + self._out.fail(exc.reason)
+
+    def _dispatch(self, events: list[Event]) -> bytes:
+        if not events:
+            return b""
+        parts = []
+        counts = self._events_in
+        handler_for = self._translator.handler
+        out = self._out
+        for ev in events:
+            name = ev.event
+            handler = handler_for(name)
+            if handler is None:
+                counts["unknown"] += 1  # rule 4: dropped, never passed on
+                continue
+            counts[name] += 1
+            try:
+                parts.append(handler(ev.data))
+            except StreamError as exc:  # an invalid event (rule 6)
+                parts.append(out.fail(exc.reason))
+            if out.finished:
+                break  # nothing after the final event or an error reaches the client
+        return b"".join(parts)

@@ -1,0 +1,26 @@
+"""The JSON functions on the converter's hot path, in one place so the choice is made once. CORE.
+
+Output rules (spec section 2, "the exact bytes"): compact separators, non-ASCII written as UTF-8.
+A lone surrogate (legal in JSON text as an escape, impossible in UTF-8) is written back as its
+``\\uXXXX`` escape, which is what ``backslashreplace`` produces for a BMP code point.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode = _ENCODER.encode
+
+loads = json.loads
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes."""
+    return _encode(value).encode("utf-8", "backslashreplace")
+
+
+def escape_str(text: str) -> bytes:
+    """The inside of a JSON string literal for ``text``, as UTF-8 bytes (no quotes)."""
+    return _encode(text)[1:-1].encode("utf-8", "backslashreplace")

@@ -1,0 +1,1 @@
+"""Translators: one module per upstream stream kind, each feeding a LegacyStream. CORE."""

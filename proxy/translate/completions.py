@@ -1,0 +1,81 @@
+"""2023-06-01 Text Completions stream -> 2023-01-01 legacy stream (spec section 2). CORE.
+
+Upstream events, by name (a table, so a new kind is one line):
+
+    completion  append the new text, keep the latest stop_reason/stop/model/log_id/id, emit a
+                snapshot; a non-null stop_reason emits the final snapshot and [DONE] (rules 1-2)
+    ping        ``event: ping`` / ``data: {}``, or nothing when pings are dropped (rule 3)
+    error       the legacy error event, no [DONE], abnormal end (rule 5)
+    (other)     dropped and counted (rule 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from proxy import jsonfast
+from proxy.errors import StreamError
+from proxy.translate.legacy_stream import LegacyStream
+
+_MISSING: Final[Any] = object()
+
+
+def parse_object(data: str) -> dict[str, Any]:
+    """An event's data as a JSON object, or the core's "invalid_event" error."""
+    try:
+        obj = jsonfast.loads(data)
+    except ValueError:
+        raise StreamError("invalid_event") from None
+    if type(obj) is not dict:
+        raise StreamError("invalid_event")
+    return obj
+
+
+def error_event(out: LegacyStream, data: str) -> bytes:
+    """An upstream ``error`` event (rule 5); shared by every translator."""
+    error = parse_object(data).get("error")
+    if type(error) is not dict:
+        raise StreamError("invalid_event")
+    return out.fail("upstream_error_event", error)
+
+
+class CompletionsTranslator:
+    """Turns decoded upstream events into legacy bytes through a LegacyStream."""
+
+    KINDS: Final = ("completion", "ping", "error")
+    __slots__ = ("_handlers", "out")
+
+    def __init__(self, out: LegacyStream) -> None:
+        self.out = out
+        self._handlers: dict[str, Callable[[str], bytes]] = {
+            "completion": self._completion,
+            "ping": self._ping,
+            "error": self._error,
+        }
+
+    def handler(self, event_name: str) -> Callable[[str], bytes] | None:
+        return self._handlers.get(event_name)
+
+    def _completion(self, data: str) -> bytes:
+        obj = parse_object(data)
+        delta = obj.get("completion", _MISSING)
+        if type(delta) is not str:
+            raise StreamError("invalid_event")
+        out = self.out
+        out.append(delta)
+        old = out.fields
+        g = obj.get
+        stop_reason = g("stop_reason", old[0])
+        out.set_fields(
+            stop_reason, g("stop", old[1]), g("model", old[2]), g("log_id", old[3]), g("id", old[4])
+        )
+        if stop_reason is not None:
+            return out.finish()
+        return out.snapshot()
+
+    def _ping(self, data: str) -> bytes:
+        return self.out.ping()
+
+    def _error(self, data: str) -> bytes:
+        return error_event(self.out, data)

@@ -1,0 +1,181 @@
+"""The 2023-01-01 side of a converted stream: running text in, exact legacy bytes out. CORE.
+
+Both translators (Text Completions and Messages) feed one of these. It owns the rules that do not
+depend on what the upstream speaks: cumulative snapshots in the exact bytes of spec section 2,
+pings, the optional ``id:`` line (rule 5), the error event with no ``[DONE]`` (rules 5 and 6),
+``[DONE]`` only after a ``stop_reason`` (rule 2), and snapshot skipping (rule 7).
+
+Memory per stream (rule 7): the running text, kept once as its escaped JSON bytes (O(text)), the
+few short fields, and *no* queued snapshots. While the client is behind, a pending snapshot is a
+flag, not bytes: when the shell asks for it, it is built from the current state, which is the
+latest snapshot. So a stream costs O(len(text)) plus the one event being returned.
+
+CPU: each delta is JSON-escaped once, when it arrives (``escape_str``), never the whole text per
+event; a snapshot is then a concatenation. Cumulative output is quadratic in bytes by nature
+(spec section 2, cost note); it is not made quadratic in escaping work too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from proxy import jsonfast
+from proxy.errors import STREAM_ERROR_MESSAGES, StreamErrorReason
+
+DONE: Final = b"data: [DONE]\n\n"
+PING: Final = b"event: ping\ndata: {}\n\n"
+_HEAD: Final = b'data: {"completion":"'
+_TAIL_OK: Final = b',"truncated":false,"exception":null}\n\n'
+
+
+class LegacyStream:
+    """Builds the legacy event bytes. ``behind`` is set by the shell (spec rule 7)."""
+
+    __slots__ = (
+        "_fields",
+        "_id_line",
+        "_middle",
+        "_pending",
+        "_text",
+        "behind",
+        "finished",
+        "out_counts",
+        "outcome",
+        "pings",
+        "snapshots_skipped",
+    )
+
+    def __init__(self, *, pings: bool = True, event_id: str | None = None) -> None:
+        self.pings = pings
+        self._id_line = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+        self._text = bytearray()  # escaped JSON of the running text, without quotes
+        # stop_reason, stop, model, log_id, id: the latest value of each (spec section 2)
+        self._fields: tuple[Any, ...] = (None, None, None, None, None)
+        self._middle = self._encode_fields(self._fields)
+        self._pending = False
+        self.behind = False
+        self.finished = False
+        self.outcome: str | None = None  # "ok" or a StreamErrorReason once finished
+        self.snapshots_skipped = 0
+        # legacy events written, by kind: snapshot, ping, error, done
+        self.out_counts = {"snapshot": 0, "ping": 0, "error": 0, "done": 0}
+
+    # -- state updates -------------------------------------------------------------------------
+
+    def append(self, delta: str) -> None:
+        if delta:
+            self._text += jsonfast.escape_str(delta)
+
+    def set_fields(
+        self, stop_reason: Any, stop: Any, model: Any, log_id: Any, upstream_id: Any
+    ) -> None:
+        fields = (stop_reason, stop, model, log_id, upstream_id)
+        if fields != self._fields:
+            self._fields = fields
+            self._middle = self._encode_fields(fields)
+
+    @property
+    def fields(self) -> tuple[Any, ...]:
+        return self._fields
+
+    # -- output --------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The event for the text so far, or b"" when the client is behind (held as pending)."""
+        if self.finished:
+            return b""
+        if self.behind:
+            if self._pending:
+                self.snapshots_skipped += 1
+            self._pending = True
+            return b""
+        self._pending = False
+        return self._render(_TAIL_OK, "snapshot")
+
+    def take_pending(self) -> bytes:
+        """The latest held snapshot, once; b"" when none is held."""
+        if not self._pending or self.finished:
+            return b""
+        self._pending = False
+        return self._render(_TAIL_OK, "snapshot")
+
+    def ping(self) -> bytes:
+        # While behind, a ping would only add to the backlog; the client is getting bytes anyway.
+        if self.finished or not self.pings or self.behind:
+            return b""
+        self.out_counts["ping"] += 1
+        return PING
+
+    def finish(self) -> bytes:
+        """The final snapshot (it carries stop_reason) and ``[DONE]``; never held back."""
+        if self.finished:
+            return b""
+        self._supersede_pending()
+        out = self._render(_TAIL_OK, "snapshot") + DONE
+        self.out_counts["done"] += 1
+        self.finished = True
+        self.outcome = "ok"
+        return out
+
+    def fail(
+        self, reason: StreamErrorReason, error: Any = None, exception: str | None = None
+    ) -> bytes:
+        """The legacy error event (rules 5 and 6): running text, stop_reason null, no [DONE].
+
+        ``error`` is the upstream's error object when it sent one; otherwise the proxy names what
+        happened as an ``api_error``.
+        """
+        if self.finished:
+            return b""
+        self._supersede_pending()
+        if error is None:
+            error = {"type": "api_error", "message": STREAM_ERROR_MESSAGES[reason]}
+        if exception is None:
+            exception = f"{error.get('type')}: {error.get('message')}"
+        middle = self._encode_fields((None, *self._fields[1:]))
+        tail = (
+            b',"truncated":false,"exception":'
+            + jsonfast.dumps(exception)
+            + b',"error":'
+            + jsonfast.dumps(error)
+            + b"}\n\n"
+        )
+        out = self._render(tail, "error", middle)
+        self.finished = True
+        self.outcome = reason
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _supersede_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.snapshots_skipped += 1
+
+    def _render(self, tail: bytes, kind: str, middle: bytes | None = None) -> bytes:
+        self.out_counts[kind] += 1
+        id_line = self._id_line
+        if id_line:
+            self._id_line = b""  # only the first event carries the id (rule 5)
+        return b"".join(
+            (id_line, _HEAD, self._text, self._middle if middle is None else middle, tail)
+        )
+
+    @staticmethod
+    def _encode_fields(fields: tuple[Any, ...]) -> bytes:
+        stop_reason, stop, model, log_id, upstream_id = fields
+        if log_id is None:
+            log_id = upstream_id
+        d = jsonfast.dumps
+        return b"".join(
+            (
+                b'","stop_reason":',
+                d(stop_reason),
+                b',"stop":',
+                d(stop),
+                b',"model":',
+                d(model),
+                b',"log_id":',
+                d(log_id),
+            )
+        )

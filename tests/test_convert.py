@@ -1,0 +1,223 @@
+"""StreamConverter: chunking invariance, snapshot skipping (rule 7), stats, and fuzzing."""
+
+from __future__ import annotations
+
+import json
+import random
+import tracemalloc
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.convert import StreamConverter
+from proxy.jsonfast import escape_str
+
+DONE = b"data: [DONE]\n\n"
+
+
+def completion(text: str, stop_reason: str | None = None) -> bytes:
+    obj = {"type": "completion", "completion": text, "stop_reason": stop_reason, "model": "m"}
+    return b"event: completion\ndata: " + json.dumps(obj).encode() + b"\n\n"
+
+
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+def legacy_events(out: bytes) -> list[dict[str, object]]:
+    """Parse the legacy data events (independently of the core's decoder)."""
+    found = []
+    for block in out.decode().split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data: ") and line != "data: [DONE]" and line != "data: {}":
+                found.append(json.loads(line[6:]))
+    return found
+
+
+def stream(tokens: list[str], final: bool = True) -> bytes:
+    body = b"".join(completion(t) for t in tokens)
+    return body + (completion("", "stop_sequence") if final else b"")
+
+
+# -- chunking invariance on generated streams ------------------------------------------------
+
+_tokens = st.lists(st.text(max_size=6), min_size=1, max_size=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tokens=_tokens,
+    eol=st.sampled_from([b"\n", b"\r", b"\r\n"]),
+    pings=st.lists(st.integers(0, 15), max_size=3),
+    cuts=st.lists(st.integers(0, 5000), max_size=20),
+)
+def test_any_split_gives_the_same_bytes_and_the_full_text(
+    tokens: list[str], eol: bytes, pings: list[int], cuts: list[int]
+) -> None:
+    events = [completion(t) for t in tokens]
+    for at in pings:
+        events.insert(min(at, len(events)), PING)
+    data = (b"".join(events) + completion("", "stop_sequence")).replace(b"\n", eol)
+    whole = StreamConverter()
+    expected = whole.feed(data) + whole.close()
+    cuts = sorted({c for c in cuts if 0 < c < len(data)})
+    conv = StreamConverter()
+    out = b"".join(
+        conv.feed(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)
+    )
+    out += conv.close()
+    assert out == expected
+    assert out.endswith(DONE)
+    final = legacy_events(out)[-1]
+    assert final["completion"] == "".join(tokens)
+    assert final["stop_reason"] == "stop_sequence"
+    assert conv.outcome == "ok"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text())
+def test_escape_is_json(text: str) -> None:
+    assert json.loads(b'"' + escape_str(text) + b'"') == text
+
+
+# -- snapshot skipping (rule 7) ----------------------------------------------------------------
+
+
+def test_behind_holds_one_snapshot_and_hands_over_the_latest() -> None:
+    conv = StreamConverter()
+    assert legacy_events(conv.feed(completion(" a")))[0]["completion"] == " a"
+    conv.behind = True
+    for t in [" b", " c", " d"]:
+        assert conv.feed(completion(t)) == b""
+    assert conv.feed(PING) == b""  # pings are not queued behind a slow client
+    conv.behind = False
+    pending = conv.take_pending()
+    assert [e["completion"] for e in legacy_events(pending)] == [" a b c d"]
+    assert conv.take_pending() == b""  # handed over once
+    stats = conv.stats()
+    assert stats.snapshots_skipped == 2  # " a b" and " a b c" were never sent
+    assert stats.events_out["snapshot"] == 2
+
+
+def test_final_event_and_done_are_never_held_back() -> None:
+    conv = StreamConverter()
+    conv.behind = True
+    assert conv.feed(completion(" a") + completion(" b")) == b""
+    out = conv.feed(completion("", "max_tokens"))
+    assert out.endswith(DONE)
+    assert [e["completion"] for e in legacy_events(out)] == [" a b"]
+    assert conv.take_pending() == b""  # the pending snapshot was superseded by the final one
+    assert conv.stats().snapshots_skipped == 2
+
+
+def test_errors_are_never_held_back() -> None:
+    conv = StreamConverter()
+    conv.behind = True
+    conv.feed(completion(" a"))
+    out = conv.abort("upstream_closed")
+    (event,) = legacy_events(out)
+    assert event["completion"] == " a"
+    assert event["exception"] == "api_error: upstream closed the stream early"
+    assert DONE not in out
+    assert conv.failed
+
+
+def test_memory_is_the_text_plus_one_event_while_behind() -> None:
+    """Rule 7: O(text) plus one event, never a queue of snapshots, however far behind."""
+    token = " word"
+    n = 5000
+    events = [completion(token) for _ in range(n)]
+    conv = StreamConverter()
+    conv.behind = True
+    tracemalloc.start()
+    try:
+        for ev in events:
+            assert conv.feed(ev) == b""
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    text_bytes = len(token) * n  # 25 kB of text; every skipped snapshot would add that much
+    assert current < 2 * text_bytes + 16_384
+    assert peak < 3 * text_bytes + 65_536
+    out = conv.take_pending()
+    assert len(out) < text_bytes + 200
+    assert conv.stats().snapshots_skipped == n - 1
+
+
+def test_stats_count_everything() -> None:
+    conv = StreamConverter()
+    data = (
+        completion(" a") + PING + b"event: future\ndata: {}\n\n" + completion("", "stop_sequence")
+    )
+    out = conv.feed(data) + conv.close()
+    s = conv.stats()
+    assert s.events_in == {"completion": 2, "ping": 1, "error": 0, "unknown": 1}
+    assert s.events_out == {"snapshot": 2, "ping": 1, "error": 0, "done": 1}
+    assert (s.bytes_in, s.bytes_out) == (len(data), len(out))
+    assert s.outcome == "ok"
+
+
+def test_eof_before_stop_reason_is_a_failure() -> None:
+    conv = StreamConverter()
+    out = conv.feed(stream([" a"], final=False)) + conv.close()
+    assert DONE not in out
+    assert conv.failed and conv.outcome == "upstream_closed"
+
+
+def test_event_id_only_on_the_first_event() -> None:
+    conv = StreamConverter(event_id="req_1")
+    out = conv.feed(stream([" a", " b"])) + conv.close()
+    assert out.startswith(b"id: req_1\ndata: ")
+    assert out.count(b"id: ") == 1
+
+
+def test_pings_dropped_by_setting() -> None:
+    conv = StreamConverter(pings=False)
+    assert conv.feed(PING) == b""
+
+
+# -- mutation fuzzing: feed/close never raise, and a stream always ends one of two ways ----------
+
+_SEEDS = [
+    p.read_bytes() for p in sorted((Path(__file__).parent / "transcripts").glob("*.upstream"))
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    seed=st.sampled_from(_SEEDS),
+    rnd=st.randoms(use_true_random=False),
+    n_mutations=st.integers(1, 8),
+    behind=st.booleans(),
+)
+def test_mutated_streams_end_cleanly_or_as_a_failure(
+    seed: bytes, rnd: random.Random, n_mutations: int, behind: bool
+) -> None:
+    data = bytearray(seed)
+    for _ in range(n_mutations):
+        op = rnd.randrange(3)
+        pos = rnd.randrange(len(data) + 1)
+        if op == 0 and data:
+            data[min(pos, len(data) - 1)] = rnd.randrange(256)
+        elif op == 1:
+            data[pos:pos] = bytes([rnd.choice([10, 13, 58, 34, 92, 0xFF, rnd.randrange(256)])])
+        elif data:
+            del data[min(pos, len(data) - 1)]
+    conv = StreamConverter(max_event_bytes=512)
+    conv.behind = behind
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        step = rnd.randrange(1, 64)
+        out += conv.feed(bytes(data[pos : pos + step]))
+        pos += step
+    conv.behind = False
+    out += conv.take_pending()
+    out += conv.close()
+    assert conv.finished
+    if conv.outcome == "ok":
+        assert out.endswith(DONE)
+        assert out.count(DONE) == 1
+    else:
+        assert DONE not in out
+        assert b'"error":{' in out.rsplit(b"\n\n", 2)[-2]  # the last event is the error event
