@@ -145,17 +145,16 @@ class StreamConverter:
             return b""
         parts = []
         counts = self._events_in
-        handler_for = self._translator.handler
+        handlers = self._translator.handlers
         out = self._out
-        for ev in events:
-            name = ev.event
-            handler = handler_for(name)
+        for name, data in events:
+            handler = handlers.get(name)
             if handler is None:
                 counts["unknown"] += 1  # rule 4: dropped, never passed on
                 continue
             counts[name] += 1
             try:
-                parts.append(handler(ev.data))
+                parts.append(handler(data))
             except StreamError as exc:  # an invalid event (rule 6)
                 parts.append(out.fail(exc.reason))
             if out.finished:

@@ -10,10 +10,23 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+import orjson
+
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _encode = _ENCODER.encode
+_orjson_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
-loads = json.loads
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON. orjson first (about 5x faster per event, measured in bench/converter.py);
+    when it refuses, the standard library decides, so what is accepted is exactly what ``json``
+    accepts (orjson rejects lone surrogate escapes, NaN and integers over 64 bits; json does
+    not). Raises ValueError for JSON that neither accepts."""
+    try:
+        return _orjson_loads(data)
+    except _JSONDecodeError:
+        return json.loads(data)
 
 
 def dumps(value: Any) -> bytes:

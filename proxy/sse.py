@@ -21,8 +21,7 @@ it).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from proxy.errors import StreamError
 
@@ -41,9 +40,11 @@ class EventTooLarge(StreamError):
         self.events: list[Event] = []
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One dispatched event. ``event`` is "message" when the stream named none (WHATWG)."""
+class Event(NamedTuple):
+    """One dispatched event. ``event`` is "message" when the stream named none (WHATWG).
+
+    A NamedTuple rather than a frozen dataclass: it is made once per upstream event, and a frozen
+    dataclass's __init__ costs several times more."""
 
     event: str
     data: str
@@ -71,6 +72,8 @@ class Decoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
+                if not chunk:
+                    return []
         buf = self._buf + chunk if self._buf else chunk
         if not self._started:
             if len(buf) < 3 and _BOM.startswith(buf):
@@ -79,18 +82,15 @@ class Decoder:
             self._started = True
             if buf.startswith(_BOM):
                 buf = buf[3:]
-        # Everything up to the last line end is complete lines; the rest waits for more bytes.
-        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-        if cut < 0:
-            self._buf = buf
-            self._check_size(len(buf))
-            return []
-        if buf[cut] == 13 and cut + 1 == len(buf):
+                if not buf:
+                    self._buf = b""
+                    return []
+        # One split: every piece but the last is a complete line; the last is what follows the
+        # final line end (b"" when the read ended on one) and waits for more bytes.
+        lines = buf.split(b"\n") if 13 not in buf else _LINE_SPLIT.split(buf)
+        if buf[-1] == 13:
             self._skip_lf = True  # ends in CR: an LF in the next read belongs to it
-        self._buf = buf[cut + 1 :]
-        region = buf[: cut + 1]
-        lines = region.split(b"\n") if 13 not in region else _LINE_SPLIT.split(region)
-        lines.pop()  # the empty piece after the final line end
+        self._buf = lines.pop()
         return self._lines(lines)
 
     def close(self) -> list[Event]:
@@ -109,7 +109,8 @@ class Decoder:
         """Process complete lines (then check what is left of an incomplete one)."""
         events: list[Event] = []
         try:
-            self._process(lines, events)
+            if lines:
+                self._process(lines, events)
             if self._buf:
                 self._check_size(len(self._buf))
         except EventTooLarge as exc:
@@ -118,31 +119,46 @@ class Decoder:
         return events
 
     def _process(self, lines: list[bytes], events: list[Event]) -> None:
+        size = self._size
+        limit = self._max
+        data = self._data
         for raw in lines:
             if not raw:
                 if self._has_data:
-                    data = "\n".join(self._data)
-                    events.append(Event(self._event or "message", data))
-                    self._data = []
+                    events.append(
+                        Event(
+                            self._event or "message", data[0] if len(data) == 1 else "\n".join(data)
+                        )
+                    )
+                    data = self._data = []
                     self._has_data = False
                 self._event = ""
-                self._size = 0
+                size = 0
                 continue
-            self._size += len(raw) + 1
-            if self._size > self._max:
+            size += len(raw) + 1
+            if size > limit:
+                self._size = size
                 raise EventTooLarge
+            # the two lines every upstream event has, without the general field parse
+            if raw.startswith(b"data: "):
+                data.append(raw[6:].decode("utf-8", "replace"))
+                self._has_data = True
+                continue
+            if raw.startswith(b"event: "):
+                self._event = raw[7:].decode("utf-8", "replace")
+                continue
             if raw[0] == 58:
                 continue  # ":" starts a comment
-            line = raw.decode("utf-8", "replace")
-            name, colon, value = line.partition(":")
+            name, colon, value = raw.decode("utf-8", "replace").partition(":")
             if colon and value[:1] == " ":
                 value = value[1:]
             if name == "data":
-                self._data.append(value)
+                data.append(value)
                 self._has_data = True
             elif name == "event":
                 self._event = value
             # id, retry and unknown fields are ignored (spec section 7)
+        self._size = size
 
 
 def encode(data: str, event: str | None = None, id: str | None = None) -> bytes:

@@ -18,8 +18,6 @@ from proxy import jsonfast
 from proxy.errors import StreamError
 from proxy.translate.legacy_stream import LegacyStream
 
-_MISSING: Final[Any] = object()
-
 
 def parse_object(data: str) -> dict[str, Any]:
     """An event's data as a JSON object, or the core's "invalid_event" error."""
@@ -54,25 +52,27 @@ class CompletionsTranslator:
             "error": self._error,
         }
 
-    def handler(self, event_name: str) -> Callable[[str], bytes] | None:
-        return self._handlers.get(event_name)
+    @property
+    def handlers(self) -> dict[str, Callable[[str], bytes]]:
+        """Upstream event name -> handler; a name not in the table is unknown (rule 4)."""
+        return self._handlers
 
     def _completion(self, data: str) -> bytes:
         obj = parse_object(data)
-        delta = obj.get("completion", _MISSING)
+        delta = obj.get("completion")
         if type(delta) is not str:
             raise StreamError("invalid_event")
         out = self.out
-        out.append(delta)
         old = out.fields
         g = obj.get
-        stop_reason = g("stop_reason", old[0])
-        out.set_fields(
-            stop_reason, g("stop", old[1]), g("model", old[2]), g("log_id", old[3]), g("id", old[4])
+        return out.update(
+            delta,
+            g("stop_reason", old[0]),
+            g("stop", old[1]),
+            g("model", old[2]),
+            g("log_id", old[3]),
+            g("id", old[4]),
         )
-        if stop_reason is not None:
-            return out.finish()
-        return out.snapshot()
 
     def _ping(self, data: str) -> bytes:
         return self.out.ping()

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from proxy import jsonfast
 from proxy.errors import STREAM_ERROR_MESSAGES, StreamErrorReason
+from proxy.jsonfast import escape_str
 
 DONE: Final = b"data: [DONE]\n\n"
 PING: Final = b"event: ping\ndata: {}\n\n"
@@ -62,20 +63,26 @@ class LegacyStream:
 
     # -- state updates -------------------------------------------------------------------------
 
-    def append(self, delta: str) -> None:
+    def update(
+        self, delta: str, stop_reason: Any, stop: Any, model: Any, log_id: Any, upstream_id: Any
+    ) -> bytes:
+        """New text and the latest field values: a snapshot, or the final event and [DONE] when
+        ``stop_reason`` is set (rules 1, 2). The per-event hot path: one call per event."""
+        if self.finished:
+            return b""
         if delta:
-            self._text += jsonfast.escape_str(delta)
-
-    def set_fields(
-        self, stop_reason: Any, stop: Any, model: Any, log_id: Any, upstream_id: Any
-    ) -> None:
+            self._text += escape_str(delta)
         fields = (stop_reason, stop, model, log_id, upstream_id)
         if fields != self._fields:
             self._fields = fields
             self._middle = self._encode_fields(fields)
+        if stop_reason is not None:
+            return self.finish()
+        return self.snapshot()
 
     @property
     def fields(self) -> tuple[Any, ...]:
+        """stop_reason, stop, model, log_id, upstream id: the latest value of each."""
         return self._fields
 
     # -- output --------------------------------------------------------------------------------
