@@ -5,6 +5,7 @@
     ├── BadRequest                  400 invalid_request_error
     │   └── PayloadTooLarge         413 request_too_large
     ├── Overloaded                  529 overloaded_error  concurrent stream cap reached
+    ├── ShuttingDown                503 api_error         arrived while draining for shutdown
     ├── UpstreamError               502 api_error         upstream unreachable or not SSE
     │   └── UpstreamTimeout         504 api_error         no headers within the timeout
     └── StreamError                 (mid-stream)          reason from a fixed set, a metric label
@@ -70,6 +71,10 @@ class PayloadTooLarge(BadRequest):
 class Overloaded(ProxyError):
     status = 529
     error_type = "overloaded_error"
+
+
+class ShuttingDown(ProxyError):
+    status = 503
 
 
 class UpstreamError(ProxyError):
