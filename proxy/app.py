@@ -1,0 +1,120 @@
+"""Wiring: the traffic app, the admin app, and serving both with a graceful drain. SHELL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.handlers import ProxyHandler, ServerState
+from proxy.logs import get_logger
+from proxy.metrics import Metrics
+from proxy.settings import Settings
+from proxy.upstream import Upstream
+
+STATE_KEY = web.AppKey("state", ServerState)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+UPSTREAM_KEY = web.AppKey("upstream", Upstream)
+
+
+def create_app(
+    settings: Settings, metrics: Metrics, state: ServerState | None = None
+) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    state = state if state is not None else ServerState()
+    upstream = Upstream(settings)
+    app[STATE_KEY] = state
+    app[METRICS_KEY] = metrics
+    app[UPSTREAM_KEY] = upstream
+
+    async def upstream_ctx(_: web.Application) -> AsyncIterator[None]:
+        await upstream.start()
+        yield
+        await upstream.close()
+
+    app.cleanup_ctx.append(upstream_ctx)
+    app.router.add_route("*", "/{tail:.*}", ProxyHandler(settings, upstream, metrics, state).handle)
+    return app
+
+
+def create_admin_app(metrics: Metrics, state: ServerState) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if state.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def migration(_: web.Request) -> web.Response:
+        return web.json_response(metrics.migration.view())
+
+    admin = web.Application()
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics_endpoint)
+    admin.router.add_get("/migration", migration)
+    return admin
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run both apps until SIGTERM/SIGINT (or ``stop``), then drain (issue 4, item 8):
+    readiness flips to 503, the listener closes, streams in flight run on until
+    ``shutdown.drain_seconds``; converted streams still open then end with the legacy error
+    event (spec rule 6); then everything closes and the function returns (exit status 0)."""
+    log = get_logger()
+    metrics = Metrics()
+    state = ServerState()
+    state.idle.set()
+    app = create_app(settings, metrics, state)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a client that leaves cancels its upstream request
+        access_log=None,  # one structured line per request comes from the handler instead
+        shutdown_timeout=5.0,
+    )
+    admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
+    await runner.setup()
+    await admin_runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.limits.backlog)
+    admin_site = web.TCPSite(admin_runner, settings.admin_host, settings.admin_port)
+    await site.start()
+    await admin_site.start()
+    log.info(
+        "proxy.started",
+        listen=f"{settings.host}:{settings.port}",
+        admin=f"{settings.admin_host}:{settings.admin_port}",
+        upstream=settings.upstream_url,
+    )
+
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    drain = settings.shutdown.drain_seconds
+    state.draining = True
+    log.info("proxy.draining", in_flight=state.in_flight, deadline_s=drain)
+    await site.stop()  # no new connections; requests on kept-alive ones get 503
+    try:
+        await asyncio.wait_for(state.idle.wait(), timeout=drain)
+    except TimeoutError:
+        log.warning("proxy.drain_deadline", still_open=state.in_flight)
+        for stream in list(state.streams):
+            stream.end_now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.idle.wait(), timeout=2.0)
+    await runner.cleanup()
+    await admin_runner.cleanup()
+    log.info("proxy.stopped")

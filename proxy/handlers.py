@@ -1,0 +1,552 @@
+"""The proxy handler: convert legacy /v1/complete, pass everything else through. SHELL.
+
+All format logic lives in the core (legacy, convert); this module moves bytes, applies timeouts
+and limits, and turns what happened into one log line and a few metric samples.
+
+A converted stream runs as two coroutines (spec rule 7): the handler reads the upstream and feeds
+the converter; a writer task writes to the client. While a write is waiting for the client to
+drain, the converter is told the client is behind and holds only the latest snapshot, so reading
+never stops and nothing queues up; the writer sends the held snapshot when the client catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from proxy import legacy
+from proxy.convert import StreamConverter
+from proxy.errors import (
+    BadRequest,
+    Overloaded,
+    PayloadTooLarge,
+    ProxyError,
+    ShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from proxy.logs import get_logger
+from proxy.metrics import Metrics, status_class
+from proxy.settings import Settings
+from proxy.upstream import Opened, Upstream, end_to_end
+
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx and friends: do not hold events back
+}
+# Upstream response headers a converted or error response keeps (spec section 4).
+KEPT_HEADERS: Final = ("request-id", "retry-after", "content-type", "content-encoding")
+READ_CHUNK: Final = 1 << 16
+
+
+@dataclass(eq=False)
+class ActiveStream:
+    """A converted stream in flight, as the shutdown drain sees it."""
+
+    deadline: asyncio.Timeout | None = None
+    drain_deadline_passed: bool = False
+
+    def end_now(self) -> None:
+        """The drain deadline passed: end the stream as spec rule 6 says."""
+        self.drain_deadline_passed = True
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time())
+
+
+@dataclass(eq=False)
+class ServerState:
+    draining: bool = False
+    in_flight: int = 0
+    streams: set[ActiveStream] = field(default_factory=set)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+@dataclass
+class RequestLog:
+    """What the request's single log line and its metric samples say."""
+
+    request_id: str
+    method: str
+    mode: str = "passthrough"
+    route: str = "other"
+    status: int = 0
+    outcome: str = "ok"
+    stream: bool = False
+    client: str | None = None
+    upstream_request_id: str | None = None
+    upstream_status_class: str | None = None
+    upstream_first_byte_s: float | None = None
+    events_in: int = 0
+    events_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error: str | None = None
+
+
+def route_of(path: str) -> str:
+    if path == "/v1/complete":
+        return "complete"
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "messages"
+    return "other"
+
+
+def error_response(exc: ProxyError, **headers: str) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        body=legacy.error_body(exc.error_type, exc.message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _decompressor(encoding: str | None) -> Callable[[bytes], bytes] | None:
+    """Converted requests ask for identity; if the upstream compresses anyway, undo it before
+    conversion (spec section 4)."""
+    enc = (encoding or "identity").strip().lower()
+    if enc == "identity":
+        return None
+    if enc in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+    if enc == "deflate":
+        return zlib.decompressobj().decompress
+    raise UpstreamError(f"upstream used an unsupported content encoding: {enc[:32]}")
+
+
+class _ClientWriter:
+    """The writer half of a converted stream (see the module docstring)."""
+
+    __slots__ = ("_conv", "_done", "_first_t", "_hist", "_parts", "_resp", "_wake", "failed")
+
+    def __init__(self, resp: web.StreamResponse, conv: StreamConverter, hist: Any) -> None:
+        self._resp = resp
+        self._conv = conv
+        self._hist = hist
+        self._parts: list[bytes] = []
+        self._first_t: float | None = None
+        self._wake = asyncio.Event()
+        self._done = False
+        self.failed = False
+
+    def push(self, data: bytes, arrived: float) -> None:
+        if data:
+            self._parts.append(data)
+            if self._first_t is None:
+                self._first_t = arrived
+            self._wake.set()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        conv = self._conv
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    data = b"".join(self._parts) if self._parts else b""
+                    self._parts.clear()
+                    # a held snapshot is never older than what is queued: the converter holds
+                    # snapshots only while behind, and a final or error event clears it
+                    data += conv.take_pending()
+                    if not data:
+                        break
+                    if self._first_t is not None:
+                        # handed to the transport synchronously inside write(); any wait after
+                        # that is the client's backpressure, not the proxy's latency
+                        self._hist.observe(time.perf_counter() - self._first_t)
+                        self._first_t = None
+                    conv.behind = True
+                    await self._resp.write(data)
+                    conv.behind = False
+                if self._done:
+                    return
+        except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
+            # the client went away; the handler notices through `failed` or its cancellation
+            self.failed = True
+
+
+class ProxyHandler:
+    def __init__(
+        self, settings: Settings, upstream: Upstream, metrics: Metrics, state: ServerState
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.metrics = metrics
+        self.state = state
+        self.log = get_logger()
+        self._client_labels = metrics.client_labels
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        info = RequestLog(request_id="req_proxy_" + uuid.uuid4().hex[:20], method=request.method)
+        response: web.StreamResponse | None = None
+        counted = False
+        try:
+            if self.state.draining:
+                raise ShuttingDown("the proxy is shutting down; retry")
+            mode = legacy.classify(
+                request.headers.get("anthropic-version"), self.settings.legacy.missing_version
+            )
+            info.route = route_of(request.path)
+            if mode == "reject":
+                raise BadRequest("the anthropic-version header is required")
+            is_legacy = mode == "legacy"
+            convert = is_legacy and info.route == "complete" and request.method == "POST"
+            info.mode = "convert" if convert else "passthrough"
+            if is_legacy:
+                cid = legacy.client_id(
+                    request.headers.get("anthropic-sdk"),
+                    request.headers.get("client"),
+                    request.headers.get("user-agent"),
+                )
+                info.client = self._client_labels.label(cid)
+            if self.state.in_flight >= self.settings.limits.max_streams:
+                raise Overloaded("too many concurrent requests through the proxy; retry later")
+            self.state.enter()
+            self.metrics.streams_in_progress.labels(info.mode).inc()
+            counted = True
+            if convert:
+                response = await self._convert(request, info)
+            else:
+                response = await self._passthrough(request, info, is_legacy)
+        except ProxyError as exc:
+            info.error = exc.message
+            info.outcome = _OUTCOME_OF.get(type(exc), "upstream_error")
+            if isinstance(exc, UpstreamError):
+                info.upstream_status_class = (
+                    "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
+                )
+            response = error_response(exc)
+        except asyncio.CancelledError:
+            if info.outcome == "ok" and not info.stream:
+                info.outcome = "client_gone"
+            raise
+        finally:
+            if counted:
+                self.state.leave()
+                self.metrics.streams_in_progress.labels(info.mode).dec()
+            if response is not None:
+                info.status = response.status
+            self._record(info, time.perf_counter() - t0)
+        return response
+
+    # -- legacy /v1/complete -----------------------------------------------------------------------
+
+    async def _convert(self, request: web.Request, info: RequestLog) -> web.StreamResponse:
+        if "last-event-id" in request.headers:
+            # an EventSource client's automatic retry after a failed stream: a completion cannot
+            # be resumed, and forwarding would pay for a second one (spec section 1, rule 5)
+            self.metrics.resume_refused.inc()
+            raise BadRequest("streams cannot be resumed; send a new request")
+        body = await _read_body(request, self.settings.limits.max_body_bytes)
+        stream = legacy.parse_request(body).get("stream") is True
+        info.stream = stream
+        headers = end_to_end(request.headers)
+        headers.popall("content-length", None)  # recomputed for the bytes we send
+        headers["anthropic-version"] = legacy.UPSTREAM_VERSION
+        headers["accept-encoding"] = "identity"
+        t = self.settings.timeouts
+        opened = await self.upstream.open(
+            "POST",
+            request.rel_url.raw_path_qs,
+            headers,
+            body,
+            headers_timeout=t.stream_headers if stream else t.headers,
+            read_timeout=t.idle if stream else t.headers,
+        )
+        up = opened.response
+        try:
+            self._note_upstream(info, opened)
+            if up.status >= 300:
+                info.outcome = "upstream_error"
+                return await self._relay_buffered(up, info)
+            if not stream:
+                return await self._complete_body(up, info)
+            ctype = up.headers.get("content-type", "")
+            if not ctype.lower().startswith("text/event-stream"):
+                raise UpstreamError("upstream did not answer with an event stream")
+            return await self._stream(request, up, info)
+        finally:
+            up.close()  # an unread body must not go back to the pool; a no-op when read
+
+    async def _complete_body(self, up: aiohttp.ClientResponse, info: RequestLog) -> web.Response:
+        raw = await _read_upstream(up, self.settings.limits.max_body_bytes)
+        decompress = _decompressor(up.headers.get("content-encoding"))
+        if decompress is not None:
+            raw = decompress(raw)
+        ctype = up.headers.get("content-type", "")
+        converted = legacy.legacy_completion_body(raw) if "json" in ctype.lower() else None
+        headers = {k: up.headers[k] for k in ("request-id", "retry-after") if k in up.headers}
+        info.bytes_in, info.bytes_out = len(raw), len(converted or raw)
+        return web.Response(
+            status=up.status,
+            body=converted if converted is not None else raw,
+            headers={**headers, "Content-Type": ctype or "application/json"},
+        )
+
+    async def _relay_buffered(self, up: aiohttp.ClientResponse, info: RequestLog) -> web.Response:
+        """A non-2xx answer: status, body and the headers that matter, unchanged (spec 4)."""
+        raw = await _read_upstream(up, self.settings.limits.max_body_bytes)
+        headers = {k: up.headers[k] for k in KEPT_HEADERS if k in up.headers}
+        info.bytes_in = info.bytes_out = len(raw)
+        return web.Response(status=up.status, body=raw, headers=headers)
+
+    async def _stream(
+        self, request: web.Request, up: aiohttp.ClientResponse, info: RequestLog
+    ) -> web.StreamResponse:
+        settings = self.settings
+        decompress = _decompressor(up.headers.get("content-encoding"))
+        sdk = legacy.client_id(request.headers.get("anthropic-sdk"), None, None)
+        event_id = (
+            info.request_id if legacy.wants_event_ids(settings.legacy.event_ids, sdk) else None
+        )
+        conv = StreamConverter(
+            pings=settings.legacy.pings == "forward",
+            event_id=event_id,
+            max_event_bytes=settings.limits.max_event_bytes,
+        )
+        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        if "request-id" in up.headers:
+            resp.headers["request-id"] = up.headers["request-id"]
+        await resp.prepare(request)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=settings.limits.write_high_water_bytes)
+        writer = _ClientWriter(resp, conv, self.metrics.added_latency)
+        writer_task = asyncio.create_task(writer.run())
+        active = ActiveStream()
+        self.state.streams.add(active)
+        try:
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    active.deadline = deadline
+                    await self._pump(up, conv, writer, decompress)
+            except TimeoutError:
+                # only the drain deadline reschedules this timeout (spec rule 6)
+                writer.push(conv.abort("drain_deadline"), time.perf_counter())
+            writer.finish()
+            await writer_task
+            if conv.failed or writer.failed:
+                _end_abnormally(request)
+            else:
+                await resp.write_eof()
+            return resp
+        finally:
+            self.state.streams.discard(active)
+            if not writer_task.done():
+                writer_task.cancel()
+            stats = conv.stats()
+            info.events_in = sum(stats.events_in.values())
+            info.events_out = sum(stats.events_out.values())
+            info.bytes_in, info.bytes_out = stats.bytes_in, stats.bytes_out
+            if stats.outcome == "ok":
+                info.outcome = "ok"  # even if the client then left before [DONE] (rule 8)
+            elif stats.outcome is not None:
+                info.outcome = "stream_error"
+                info.error = stats.outcome
+            else:
+                info.outcome = "client_gone"
+            self._record_stream(stats)
+
+    async def _pump(
+        self,
+        up: aiohttp.ClientResponse,
+        conv: StreamConverter,
+        writer: _ClientWriter,
+        decompress: Callable[[bytes], bytes] | None,
+    ) -> None:
+        clock = time.perf_counter
+        push = writer.push
+        feed = conv.feed
+        try:
+            async for chunk in up.content.iter_any():
+                t = clock()
+                push(feed(decompress(chunk) if decompress else chunk), t)
+                if conv.finished or writer.failed:
+                    return
+            push(conv.close(), clock())
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                push(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
+            else:
+                raise  # the drain deadline: handled by the caller
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, zlib.error):
+            push(conv.abort("upstream_closed"), clock())
+
+    # -- everything else -----------------------------------------------------------------------
+
+    async def _passthrough(
+        self, request: web.Request, info: RequestLog, is_legacy: bool
+    ) -> web.StreamResponse:
+        limit = self.settings.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        headers = end_to_end(request.headers)
+        if is_legacy:
+            # the route did not exist in 2023-01-01: no legacy shape to restore (spec section 5)
+            headers["anthropic-version"] = legacy.UPSTREAM_VERSION
+        body = _limited_body(request, limit) if request.body_exists else None
+        opened = await self.upstream.open(
+            request.method,
+            request.rel_url.raw_path_qs,
+            headers,
+            body,
+            headers_timeout=self.settings.timeouts.headers,
+            read_timeout=self.settings.timeouts.headers,
+        )
+        up = opened.response
+        try:
+            self._note_upstream(info, opened)
+            if up.status >= 300:
+                info.outcome = "upstream_error"
+            resp = web.StreamResponse(status=up.status, reason=up.reason)
+            for k, v in end_to_end(up.headers).items():
+                resp.headers.add(k, v)
+            await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    info.bytes_in += len(chunk)
+                    await resp.write(chunk)
+                info.bytes_out = info.bytes_in
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+                info.outcome = "stream_error"
+                info.error = "upstream_closed"
+                _end_abnormally(request)  # a cut body must not look complete downstream
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            up.close()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _note_upstream(self, info: RequestLog, opened: Opened) -> None:
+        info.upstream_request_id = opened.response.headers.get("request-id")
+        info.upstream_status_class = status_class(opened.response.status)
+        info.upstream_first_byte_s = opened.first_byte_s
+
+    def _record_stream(self, stats: Any) -> None:
+        m = self.metrics
+        for kind, n in stats.events_in.items():
+            if n:
+                m.upstream_events.labels(kind).inc(n)
+        for kind, n in stats.events_out.items():
+            if n:
+                m.legacy_events.labels(kind).inc(n)
+        m.stream_bytes.labels("in").inc(stats.bytes_in)
+        m.stream_bytes.labels("out").inc(stats.bytes_out)
+        if stats.snapshots_skipped:
+            m.snapshots_skipped.inc(stats.snapshots_skipped)
+        if stats.events_in.get("unknown"):
+            m.unknown_events.inc(stats.events_in["unknown"])
+        if stats.outcome not in (None, "ok"):
+            m.stream_errors.labels(stats.outcome).inc()
+
+    def _record(self, info: RequestLog, duration: float) -> None:
+        m = self.metrics
+        m.requests.labels(info.mode, info.route, info.outcome).inc()
+        m.request_duration.labels(info.mode, info.route).observe(duration)
+        if info.upstream_status_class is not None:
+            m.upstream_responses.labels(info.upstream_status_class).inc()
+        if info.upstream_first_byte_s is not None:
+            m.upstream_first_byte.labels(info.mode).observe(info.upstream_first_byte_s)
+        if info.client is not None:
+            m.legacy_requests.labels(info.client, "true" if info.stream else "false").inc()
+            m.migration.record(info.client, streamed=info.stream, ok=info.outcome == "ok")
+        self.log.info(
+            "request.done",
+            request_id=info.request_id,
+            method=info.method,
+            mode=info.mode,
+            route=info.route,
+            stream=info.stream,
+            status=info.status,
+            outcome=info.outcome,
+            error=info.error,
+            duration_s=round(duration, 6),
+            upstream_request_id=info.upstream_request_id,
+            upstream_first_byte_s=(
+                None if info.upstream_first_byte_s is None else round(info.upstream_first_byte_s, 6)
+            ),
+            client=info.client,
+            events_in=info.events_in,
+            events_out=info.events_out,
+            bytes_in=info.bytes_in,
+            bytes_out=info.bytes_out,
+        )
+
+
+_OUTCOME_OF: Final[dict[type[ProxyError], str]] = {
+    BadRequest: "bad_request",
+    PayloadTooLarge: "bad_request",
+    Overloaded: "overloaded",
+    ShuttingDown: "overloaded",
+    UpstreamError: "upstream_error",
+    UpstreamTimeout: "upstream_error",
+}
+
+
+def _end_abnormally(request: web.Request) -> None:
+    """End the response without its chunked terminator, so no client can take a failed stream for
+    a complete one (spec rule 5). Buffered bytes (the legacy error event) are flushed first."""
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.close()
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        yield chunk
+
+
+async def _read_upstream(up: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in up.content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError("upstream response body is too large")
+            parts.append(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+        raise UpstreamError("upstream closed the response early") from None
+    return b"".join(parts)

@@ -1,0 +1,245 @@
+"""Every metric the proxy exports, declared once, on a registry that is passed in (tests make their
+own). Base units, ``_total`` on counters, and labels drawn only from the small fixed sets below:
+never a path, request id, model name or client address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from proxy import __version__
+from proxy.errors import STREAM_ERROR_REASONS
+from proxy.legacy import ClientId
+
+MODES: Final = ("convert", "passthrough")
+ROUTES: Final = ("complete", "complete_via_messages", "messages", "other")
+OUTCOMES: Final = (
+    "ok",
+    "client_gone",
+    "upstream_error",
+    "stream_error",
+    "bad_request",
+    "overloaded",
+)
+STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "unreachable", "timeout")
+UPSTREAM_EVENT_KINDS: Final = ("completion", "ping", "error", "unknown")
+LEGACY_EVENT_KINDS: Final = ("snapshot", "ping", "error", "done")
+
+# Streams last seconds to many minutes: buckets reach 10 minutes.
+DURATION_BUCKETS: Final = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# The proxy's own work per chunk is microseconds; a bucket past 10 ms means something is wrong.
+ADDED_LATENCY_BUCKETS: Final = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+)  # fmt: skip
+
+PREFIX: Final = "legacy_proxy"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        p = PREFIX
+        self.requests = Counter(
+            f"{p}_requests",
+            "Requests handled, by mode, route class and outcome.",
+            ["mode", "route", "outcome"],
+            registry=r,
+        )
+        self.streams_in_progress = Gauge(
+            f"{p}_streams_in_progress",
+            "Requests being proxied right now (streams and non-streaming calls).",
+            ["mode"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            f"{p}_request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            ["mode", "route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_first_byte = Histogram(
+            f"{p}_upstream_first_byte_seconds",
+            "Time from sending the request upstream to its response headers.",
+            ["mode"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.added_latency = Histogram(
+            f"{p}_added_latency_seconds",
+            "Converted streams: time from an upstream chunk's arrival to its converted bytes "
+            "being handed to the client transport.",
+            buckets=ADDED_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_events = Counter(
+            f"{p}_upstream_events",
+            "Upstream SSE events received on converted streams, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.legacy_events = Counter(
+            f"{p}_legacy_events",
+            "Legacy SSE events sent to clients, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.stream_bytes = Counter(
+            f"{p}_stream_bytes",
+            "Bytes of converted streams: in from the upstream, out to clients. out/in is the "
+            "cumulative-format amplification.",
+            ["direction"],
+            registry=r,
+        )
+        self.snapshots_skipped = Counter(
+            f"{p}_snapshots_skipped",
+            "Cumulative snapshots never sent because the client was behind (spec rule 7).",
+            registry=r,
+        )
+        self.unknown_events = Counter(
+            f"{p}_unknown_events_dropped",
+            "Upstream events of unknown kind dropped instead of reaching a legacy client.",
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            f"{p}_stream_errors",
+            "Converted streams that ended in a legacy error event, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.upstream_responses = Counter(
+            f"{p}_upstream_responses",
+            "Upstream answers by HTTP status class (or unreachable / timeout before headers).",
+            ["status_class"],
+            registry=r,
+        )
+        self.resume_refused = Counter(
+            f"{p}_resume_refused",
+            "Requests carrying Last-Event-ID answered 400 without forwarding (spec rule 5).",
+            registry=r,
+        )
+        self.legacy_requests = Counter(
+            f"{p}_legacy_requests",
+            "Requests from legacy (2023-01-01) clients, by SDK identity reduced to a bounded set.",
+            ["client", "streamed"],
+            registry=r,
+        )
+        self.build_info = Info(f"{p}_build", "Version of legacy-stream-proxy.", registry=r)
+        self.client_labels = ClientLabels()
+        self.migration = Migration()
+        self.build_info.info({"version": __version__})
+        self._prime()
+
+    def _prime(self) -> None:
+        """Create every fixed label combination at zero, so rates and alerts work from the start
+        and dashboards show every series."""
+        for mode in MODES:
+            self.streams_in_progress.labels(mode)
+            self.upstream_first_byte.labels(mode)
+            for route in ROUTES:
+                self.request_duration.labels(mode, route)
+                for outcome in OUTCOMES:
+                    self.requests.labels(mode, route, outcome)
+        for kind in UPSTREAM_EVENT_KINDS:
+            self.upstream_events.labels(kind)
+        for kind in LEGACY_EVENT_KINDS:
+            self.legacy_events.labels(kind)
+        for direction in ("in", "out"):
+            self.stream_bytes.labels(direction)
+        for reason in STREAM_ERROR_REASONS:
+            self.stream_errors.labels(reason)
+        for cls in STATUS_CLASSES:
+            self.upstream_responses.labels(cls)
+
+    def metric_names(self) -> Iterable[str]:
+        """Every sample name this registry exports (for checking dashboards and rules)."""
+        for family in self.registry.collect():
+            for sample in family.samples:
+                yield sample.name
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 200 <= status < 600 else "5xx"
+
+
+class ClientLabels:
+    """Legacy client identities reduced to a bounded label set: an allowlisted SDK name plus its
+    major.minor version, at most ``max_values`` distinct labels; everything else is "other"."""
+
+    def __init__(
+        self,
+        allow: Iterable[str] = ("anthropic-python", "anthropic-typescript"),
+        max_values: int = 20,
+    ) -> None:
+        self._allow = frozenset(allow)
+        self._max = max_values
+        self._seen: set[str] = set()
+
+    def label(self, client: ClientId | None) -> str:
+        if client is None or client.name not in self._allow:
+            return "other"
+        label = f"{client.name}/{'.'.join(client.version.split('.')[:2])}"
+        if label not in self._seen:
+            if len(self._seen) >= self._max:
+                return "other"
+            self._seen.add(label)
+        return label
+
+
+@dataclass
+class ClientUsage:
+    first_seen: float
+    last_seen: float
+    requests: int = 0
+    streamed: int = 0
+    errors: int = 0
+
+
+class Migration:
+    """Who still needs the proxy: per legacy client label (bounded by ClientLabels), first and
+    last seen, requests, streamed requests and errors. Served as JSON on /migration."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.clients: dict[str, ClientUsage] = {}
+
+    def record(self, client: str, *, streamed: bool, ok: bool) -> None:
+        now = self._clock()
+        usage = self.clients.get(client)
+        if usage is None:
+            usage = self.clients[client] = ClientUsage(first_seen=now, last_seen=now)
+        usage.last_seen = now
+        usage.requests += 1
+        usage.streamed += streamed
+        usage.errors += not ok
+
+    def view(self) -> dict[str, Any]:
+        def iso(t: float) -> str:
+            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+        clients = {
+            name: {
+                "first_seen": iso(u.first_seen),
+                "last_seen": iso(u.last_seen),
+                "requests": u.requests,
+                "streamed_requests": u.streamed,
+                "errors": u.errors,
+            }
+            for name, u in sorted(self.clients.items())
+        }
+        return {
+            "clients": clients,
+            "totals": {
+                "clients": len(clients),
+                "requests": sum(u.requests for u in self.clients.values()),
+                "streamed_requests": sum(u.streamed for u in self.clients.values()),
+                "errors": sum(u.errors for u in self.clients.values()),
+            },
+        }

@@ -1,0 +1,133 @@
+"""The upstream leg: one pooled ClientSession per app, header rules, timeouts. SHELL.
+
+Timeouts (spec section 4, design "aiohttp traps"): aiohttp's default total of 5 minutes would cut
+long streams, so there is no total. ``sock_read`` starts counting when the request is sent, so it
+would also bound the wait for headers; time to headers is therefore an ``asyncio.timeout`` around
+opening the response, and ``sock_read`` is the idle limit between body bytes: ``idle`` on
+converted streams, and the generous ``headers`` value elsewhere (a non-streaming completion sends
+its headers only when generation ends, and a pass-through request may be either kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.settings import Settings
+
+# RFC 9110 section 7.6.1, plus the proxy-only headers; names listed in Connection are added per
+# request. Host is set by the client library for the upstream.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+
+
+def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """A copy without hop-by-hop headers (and without those the Connection header names)."""
+    named = {
+        token.strip().lower()
+        for value in (headers.get("connection") or "",)
+        for token in value.split(",")
+        if token.strip()
+    }
+    out: CIMultiDict[str] = CIMultiDict()
+    for k, v in headers.items():
+        lk = k.lower()
+        if lk not in HOP_BY_HOP and lk not in named:
+            out.add(k, v)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    response: aiohttp.ClientResponse
+    first_byte_s: float  # request sent -> headers received
+
+
+class Upstream:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._base = settings.upstream_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        ssl_ctx: ssl.SSLContext | bool = True
+        if s.upstream.ca_bundle:
+            ssl_ctx = ssl.create_default_context(cafile=s.upstream.ca_bundle)
+        connector = aiohttp.TCPConnector(
+            # aiohttp's default limit of 100 would silently queue stream 101 with no timeout
+            limit=s.limits.upstream_connections,
+            limit_per_host=0,
+            ssl=ssl_ctx,
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeouts.connect),
+            auto_decompress=False,  # pass-through bodies are relayed as received (spec 4)
+            trust_env=s.upstream.trust_env,  # HTTPS_PROXY / NO_PROXY for egress proxies
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, raw_path_qs: str) -> URL:
+        return URL(self._base + raw_path_qs, encoded=True)
+
+    async def open(
+        self,
+        method: str,
+        raw_path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterable[bytes] | None,
+        *,
+        headers_timeout: float,
+        read_timeout: float,
+    ) -> Opened:
+        """Send the request; return once response headers arrived (or raise 502/504)."""
+        assert self._session is not None, "Upstream.start() was not called"
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(headers_timeout):
+                resp = await self._session.request(
+                    method,
+                    self.url(raw_path_qs),
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=self._settings.timeouts.connect,
+                        sock_read=read_timeout,
+                    ),
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("upstream did not answer within the timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from None
+        return Opened(resp, time.perf_counter() - t0)
