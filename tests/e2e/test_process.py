@@ -1,0 +1,154 @@
+"""The real `python -m proxy` process: disconnects, SIGTERM drain, and the drain deadline.
+
+pytest-aiohttp's TestServer always turns handler_cancellation on, so a disconnect or shutdown test
+run through it would pass even if the real entry point forgot the flag: these start the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.scripted import FINAL, ScriptedUpstream, Stream, completion
+
+ROOT = Path(__file__).resolve().parents[2]
+LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "sk-ant-test-key-0123456789"}
+BODY = {"model": "claude-2.0", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream": True}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProxyProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, admin: int) -> None:
+        self.proc = proc
+        self.url = f"http://127.0.0.1:{port}"
+        self.admin = f"http://127.0.0.1:{admin}"
+
+    async def output(self) -> str:
+        assert self.proc.stdout is not None
+        return (await self.proc.stdout.read()).decode()
+
+
+async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
+    port, admin = free_port(), free_port()
+    environ = {
+        **os.environ,
+        "LEGACY_PROXY_UPSTREAM_URL": upstream_url,
+        "LEGACY_PROXY_PORT": str(port),
+        "LEGACY_PROXY_ADMIN_HOST": "127.0.0.1",
+        "LEGACY_PROXY_ADMIN_PORT": str(admin),
+        "LEGACY_PROXY_LOG_FORMAT": "json",
+        **{f"LEGACY_PROXY_{k.upper()}": v for k, v in env.items()},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", cwd=ROOT, env=environ,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    p = ProxyProcess(proc, port, admin)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(p.admin + "/readyz") as r:
+                    if r.status == 200:
+                        return p
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError("proxy did not become ready: " + await p.output())
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[ScriptedUpstream, str]]:
+    from aiohttp.test_utils import TestServer
+
+    up = ScriptedUpstream()
+    server = TestServer(up.app(), host="127.0.0.1")
+    await server.start_server()
+    yield up, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def stop(p: ProxyProcess) -> int:
+    if p.proc.returncode is None:
+        p.proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(p.proc.wait(), 40)
+
+
+async def test_client_that_leaves_cancels_the_upstream_request(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Stream([completion(" Hello"), "stall"])
+    p = await start_proxy(url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(p.url + "/v1/complete", json=BODY, headers=LEGACY)
+            await resp.content.readuntil(b"\n\n")
+            assert up.open_streams == 1
+            resp.close()  # the client leaves mid-stream
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(up.disconnected.wait(), 1.0)  # within one second
+        assert loop.time() - t0 < 1.0
+        assert up.disconnects == 1
+    finally:
+        assert await stop(p) == 0
+    log = await p.output()
+    assert '"outcome": "client_gone"' in log
+
+
+async def test_sigterm_drains_streams_in_flight(scripted: tuple[ScriptedUpstream, str]) -> None:
+    up, url = scripted
+    up.script = Stream([item for _ in range(10) for item in (completion(" w"), 0.1)] + [FINAL])
+    p = await start_proxy(url, shutdown_drain_seconds="10")
+    n = 20
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> bytes:
+            async with session.post(p.url + "/v1/complete", json=BODY, headers=LEGACY) as r:
+                return await r.read()
+
+        tasks = [asyncio.create_task(one()) for _ in range(n)]
+        while up.open_streams < n:  # noqa: ASYNC110 (a counter in another server)
+            await asyncio.sleep(0.01)
+        p.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        async with session.get(p.admin + "/readyz") as r:
+            assert r.status == 503  # draining: taken out of the load balancer
+        bodies = await asyncio.gather(*tasks)
+    assert await asyncio.wait_for(p.proc.wait(), 20) == 0
+    for body in bodies:
+        assert body.endswith(b"data: [DONE]\n\n")
+        assert b'"completion":" w w w w w w w w w w"' in body
+
+
+async def test_streams_open_at_the_drain_deadline_end_with_a_legacy_error(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Stream([completion(" Hello"), "stall"])
+    p = await start_proxy(url, shutdown_drain_seconds="0.5")
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(p.url + "/v1/complete", json=BODY, headers=LEGACY)
+        await resp.content.readuntil(b"\n\n")
+        p.proc.send_signal(signal.SIGTERM)
+        data = b""
+        with pytest.raises(aiohttp.ClientPayloadError):  # cut, not a clean end
+            async for chunk in resp.content.iter_any():
+                data += chunk
+        resp.close()
+    assert b"[DONE]" not in data
+    assert b'"exception":"api_error: proxy shut down before the stream finished"' in data
+    assert await asyncio.wait_for(p.proc.wait(), 20) == 0
