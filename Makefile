@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/proxy.toml
 
-.PHONY: run demo test lint typecheck unit bench bench-core clean
+.PHONY: run demo simulator test lint typecheck unit bench bench-core clean venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,12 @@ bench-core: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .venvs .mypy_cache .ruff_cache .pytest_cache
+
+run: $(VENV)/.installed
+	$(PY) -m proxy --config $(CONFIG)
+
+demo: $(VENV)/.installed
+	$(PY) -m proxy.demo $(DEMO_ARGS)
+
+simulator: $(VENV)/.installed
+	$(PY) -m proxy.simulator --port 8700
