@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/proxy.toml
 
-.PHONY: run demo simulator test lint typecheck unit bench bench-core clean venv
+.PHONY: run demo simulator test lint typecheck unit clients bench bench-core clean venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+include tests/clients/Makefile.inc
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check proxy tests bench
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed clients
 	$(PY) -m pytest
 
 test: lint typecheck unit

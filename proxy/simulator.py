@@ -62,6 +62,7 @@ class SimConfig:
     pace: float = 0.0
     ping_every: int = 0
     model: str = "claude-2.0"
+    fault: str = ""  # x-sim-fault for requests that send none (SDKs cannot add headers)
 
 
 @dataclass
@@ -110,7 +111,8 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 def _faults(request: web.Request) -> dict[str, str]:
     out = {}
-    for item in request.headers.get("x-sim-fault", "").split(","):
+    default = request.app[SIM_CONFIG_KEY].fault
+    for item in request.headers.get("x-sim-fault", default).split(","):
         name, _, arg = item.strip().partition(":")
         if name:
             out[name] = arg
@@ -367,8 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=20, help="tokens per completion")
     parser.add_argument("--pace", type=float, default=0.0, help="seconds between events")
     parser.add_argument("--ping-every", type=int, default=0, help="a ping every N events")
+    parser.add_argument("--fault", default="", help="x-sim-fault for requests that send none")
     args = parser.parse_args(argv)
-    config = SimConfig(tokens=args.tokens, pace=args.pace, ping_every=args.ping_every)
+    config = SimConfig(
+        tokens=args.tokens, pace=args.pace, ping_every=args.ping_every, fault=args.fault
+    )
     print(f"simulator: 2023-06-01 upstream on http://{args.host}:{args.port}", flush=True)
     web.run_app(
         create_app(config),

@@ -1,0 +1,84 @@
+"""Run the real SDKs (tests/clients/*) as subprocesses from async tests.
+
+Each SDK lives in its own environment made by `make clients`; a missing one is a failure that says
+so, never a silent skip. The subprocess is started with asyncio, so servers in the test's own event
+loop keep serving while the client runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PY_LEGACY = ROOT / ".venvs" / "anthropic-0.2.10" / "bin" / "python"
+PY_MODERN = ROOT / ".venvs" / "anthropic-0.3" / "bin" / "python"
+JS_DIR = HERE / "js"
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    returncode: int
+    out: dict[str, Any]
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and bool(self.out.get("ok"))
+
+
+def _require(path: Path) -> None:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make clients` (make test does it)", pytrace=False)
+
+
+async def _run(argv: list[str], cwd: Path, timeout: float) -> ClientResult:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"client did not finish within {timeout} s: {argv}") from None
+    text = stdout.decode().strip()
+    try:
+        out = json.loads(text.splitlines()[-1]) if text else {}
+    except ValueError:
+        raise AssertionError(f"client printed no JSON: {text!r} / {stderr.decode()!r}") from None
+    return ClientResult(proc.returncode or 0, out, stderr.decode())
+
+
+async def run_py_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
+    """anthropic==0.2.10; mode: sync-stream | async-stream | sync | async."""
+    _require(PY_LEGACY)
+    argv = [str(PY_LEGACY), str(HERE / "py_legacy.py"), "--base-url", base_url, "--mode", mode]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return await _run(argv, ROOT, timeout)
+
+
+async def run_js_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
+    """@anthropic-ai/sdk@0.4.4; mode: stream | complete. ``linger`` keeps the process alive
+    after the promise settles, so a test can see what the SDK's retry loop sends by itself."""
+    _require(JS_DIR / "node_modules" / "@anthropic-ai" / "sdk")
+    argv = ["node", "legacy_client.mjs", "--base-url", base_url, "--mode", mode]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return await _run(argv, JS_DIR, timeout)
+
+
+async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
+    """anthropic 0.3.x, which speaks 2023-06-01."""
+    _require(PY_MODERN)
+    argv = [str(PY_MODERN), str(HERE / "py_modern.py"), "--base-url", base_url]
+    if not stream:
+        argv.append("--no-stream")
+    return await _run(argv, ROOT, timeout)
