@@ -29,7 +29,8 @@ unit: $(VENV)/.installed clients
 test: lint typecheck unit
 
 bench-core: $(VENV)/.installed
-	$(PY) bench/converter.py --write bench/RESULTS.md
+	$(PY) bench/converter.py --repeat 9 --write bench/RESULTS.md
+	$(PY) bench/converter.py --repeat 9 --stdlib-json --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .venvs .mypy_cache .ruff_cache .pytest_cache

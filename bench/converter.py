@@ -90,7 +90,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--write", type=Path, help="update the converter section of this file")
+    ap.add_argument(
+        "--stdlib-json",
+        action="store_true",
+        help="parse events with json.loads instead of orjson (to see what orjson is worth)",
+    )
     args = ap.parse_args()
+    if args.stdlib_json:
+        import proxy.translate.completions as completions
+
+        completions._loads = json.loads
     rows = []
     for tokens in (1000, 10000):
         for behind in (False, True):
@@ -111,23 +120,36 @@ def main() -> None:
                 f"| {r['tokens']:,} tokens | {r['mode']} | {r['events_per_s']:,.0f} | "
                 f"{r['us_per_event']:.2f} | {r['bytes_out']:,} |"
             )
+        tag = "converter-stdlib-json" if args.stdlib_json else "converter"
+        flag = " --stdlib-json" if args.stdlib_json else ""
+        title = (
+            "### For comparison: the standard library's json.loads instead of orjson"
+            if args.stdlib_json
+            else "## Converter core (`make bench-core`)"
+        )
+        target = (
+            ""
+            if args.stdlib_json
+            else "Target (issue 3): at least 200,000 upstream events/s for the 1,000-token stream."
+        )
         section = "\n".join(
             [
-                "<!-- converter:start -->",
-                "## Converter core (`make bench-core`)",
+                f"<!-- {tag}:start -->",
+                title,
                 "",
-                f"Command: `.venv/bin/python bench/converter.py --write bench/RESULTS.md` "
-                f"(best of {args.repeat}; one core; Python {platform.python_version()}, "
-                f"{platform.machine()}, measured {time.strftime('%Y-%m-%d')}).",
+                f"Command: `.venv/bin/python bench/converter.py --repeat {args.repeat}{flag} "
+                f"--write bench/RESULTS.md` (best of {args.repeat}; one core; "
+                f"Python {platform.python_version()}, {platform.machine()}, "
+                f"measured {time.strftime('%Y-%m-%d')}).",
                 "",
                 *table,
                 "",
-                "Target (issue 3): at least 200,000 upstream events/s for the 1,000-token stream.",
-                "<!-- converter:end -->",
+                target,
+                f"<!-- {tag}:end -->",
             ]
         )
         text = args.write.read_text() if args.write.exists() else "# Benchmark results\n\n"
-        pattern = re.compile(r"<!-- converter:start -->.*<!-- converter:end -->", re.S)
+        pattern = re.compile(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", re.S)
         text = pattern.sub(section, text) if pattern.search(text) else text + section + "\n"
         args.write.write_text(text)
 

@@ -159,4 +159,4 @@ class StreamConverter:
                 parts.append(out.fail(exc.reason))
             if out.finished:
                 break  # nothing after the final event or an error reaches the client
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)

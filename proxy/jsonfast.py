@@ -34,6 +34,11 @@ def dumps(value: Any) -> bytes:
     return _encode(value).encode("utf-8", "backslashreplace")
 
 
+_encode_str: Final = (
+    json.encoder.encode_basestring
+)  # the C escaper json uses for ensure_ascii=False
+
+
 def escape_str(text: str) -> bytes:
     """The inside of a JSON string literal for ``text``, as UTF-8 bytes (no quotes)."""
-    return _encode(text)[1:-1].encode("utf-8", "backslashreplace")
+    return _encode_str(text)[1:-1].encode("utf-8", "backslashreplace")

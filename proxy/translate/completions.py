@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from proxy import jsonfast
 from proxy.errors import StreamError
+from proxy.jsonfast import loads as _loads
 from proxy.translate.legacy_stream import LegacyStream
 
 
@@ -58,9 +59,12 @@ class CompletionsTranslator:
         return self._handlers
 
     def _completion(self, data: str) -> bytes:
-        obj = parse_object(data)
-        delta = obj.get("completion")
-        if type(delta) is not str:
+        try:
+            obj = _loads(data)
+            delta = obj.get("completion")
+        except (ValueError, AttributeError):  # not JSON, or JSON but not an object
+            raise StreamError("invalid_event") from None
+        if type(delta) is not str or type(obj) is not dict:
             raise StreamError("invalid_event")
         out = self.out
         old = out.fields

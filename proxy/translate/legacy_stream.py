@@ -78,7 +78,13 @@ class LegacyStream:
             self._middle = self._encode_fields(fields)
         if stop_reason is not None:
             return self.finish()
-        return self.snapshot()
+        if self.behind:
+            return self.snapshot()  # held as pending
+        self._pending = False
+        self.out_counts["snapshot"] += 1
+        if self._id_line:
+            return self._render(_TAIL_OK, "snapshot", counted=True)
+        return b"".join((_HEAD, self._text, self._middle, _TAIL_OK))
 
     @property
     def fields(self) -> tuple[Any, ...]:
@@ -159,8 +165,11 @@ class LegacyStream:
             self._pending = False
             self.snapshots_skipped += 1
 
-    def _render(self, tail: bytes, kind: str, middle: bytes | None = None) -> bytes:
-        self.out_counts[kind] += 1
+    def _render(
+        self, tail: bytes, kind: str, middle: bytes | None = None, counted: bool = False
+    ) -> bytes:
+        if not counted:
+            self.out_counts[kind] += 1
         id_line = self._id_line
         if id_line:
             self._id_line = b""  # only the first event carries the id (rule 5)
