@@ -72,7 +72,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ``shutdown.drain_seconds``; converted streams still open then end with the legacy error
     event (spec rule 6); then everything closes and the function returns (exit status 0)."""
     log = get_logger()
-    metrics = Metrics()
+    metrics = Metrics(
+        client_allowlist=settings.metrics.client_allowlist,
+        max_client_labels=settings.metrics.max_client_labels,
+    )
     state = ServerState()
     state.idle.set()
     app = create_app(settings, metrics, state)
@@ -96,6 +99,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         upstream=settings.upstream_url,
     )
 
+    metrics.ready.set(1)
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,6 +109,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
     drain = settings.shutdown.drain_seconds
     state.draining = True
+    metrics.ready.set(0)
     log.info("proxy.draining", in_flight=state.in_flight, deadline_s=drain)
     await site.stop()  # no new connections; requests on kept-alive ones get 503
     try:

@@ -12,6 +12,8 @@ never stops and nothing queues up; the writer sends the held snapshot when the c
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import time
 import uuid
 import zlib
@@ -118,6 +120,24 @@ def error_response(exc: ProxyError, **headers: str) -> web.Response:
     )
 
 
+def deprecation_headers(settings: Settings) -> dict[str, str]:
+    """Deprecation (RFC 9745, a structured-field date), Sunset (RFC 8594, an HTTP date) and a
+    Link to the migration guide, for converted responses; empty unless switched on."""
+    d = settings.deprecation
+    if not d.enabled:
+        return {}
+
+    def midnight(day: str) -> dt.datetime:
+        return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+
+    headers = {"Deprecation": f"@{int(midnight(d.date).timestamp())}"}
+    if d.sunset:
+        headers["Sunset"] = email.utils.format_datetime(midnight(d.sunset), usegmt=True)
+    if d.link:
+        headers["Link"] = f'<{d.link}>; rel="deprecation"; type="text/html"'
+    return headers
+
+
 def _decompressor(encoding: str | None) -> Callable[[bytes], bytes] | None:
     """Converted requests ask for identity; if the upstream compresses anyway, undo it before
     conversion (spec section 4)."""
@@ -196,6 +216,7 @@ class ProxyHandler:
         self.state = state
         self.log = get_logger()
         self._client_labels = metrics.client_labels
+        self._deprecation = deprecation_headers(settings)
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -304,13 +325,14 @@ class ProxyHandler:
         return web.Response(
             status=up.status,
             body=converted if converted is not None else raw,
-            headers={**headers, "Content-Type": ctype or "application/json"},
+            headers={**headers, **self._deprecation, "Content-Type": ctype or "application/json"},
         )
 
     async def _relay_buffered(self, up: aiohttp.ClientResponse, info: RequestLog) -> web.Response:
         """A non-2xx answer: status, body and the headers that matter, unchanged (spec 4)."""
         raw = await _read_upstream(up, self.settings.limits.max_body_bytes)
         headers = {k: up.headers[k] for k in KEPT_HEADERS if k in up.headers}
+        headers.update(self._deprecation)
         info.bytes_in = info.bytes_out = len(raw)
         return web.Response(status=up.status, body=raw, headers=headers)
 
@@ -328,7 +350,7 @@ class ProxyHandler:
             event_id=event_id,
             max_event_bytes=settings.limits.max_event_bytes,
         )
-        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **self._deprecation})
         if "request-id" in up.headers:
             resp.headers["request-id"] = up.headers["request-id"]
         await resp.prepare(request)

@@ -42,7 +42,13 @@ PREFIX: Final = "legacy_proxy"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        client_allowlist: Iterable[str] = ("anthropic-python", "anthropic-typescript"),
+        max_client_labels: int = 20,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         p = PREFIX
@@ -131,8 +137,13 @@ class Metrics:
             ["client", "streamed"],
             registry=r,
         )
+        self.ready = Gauge(
+            f"{p}_ready",
+            "1 while the proxy accepts traffic, 0 while it drains for shutdown.",
+            registry=r,
+        )
         self.build_info = Info(f"{p}_build", "Version of legacy-stream-proxy.", registry=r)
-        self.client_labels = ClientLabels()
+        self.client_labels = ClientLabels(client_allowlist, max_client_labels)
         self.migration = Migration()
         self.build_info.info({"version": __version__})
         self._prime()
@@ -159,10 +170,17 @@ class Metrics:
             self.upstream_responses.labels(cls)
 
     def metric_names(self) -> Iterable[str]:
-        """Every sample name this registry exports (for checking dashboards and rules)."""
+        """Every series name this registry can export, labelled ones with no samples yet
+        included (for checking that dashboards and rules name only real metrics)."""
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "gauge": ("",),
+            "info": ("_info",),
+        }
         for family in self.registry.collect():
-            for sample in family.samples:
-                yield sample.name
+            for suffix in suffixes.get(family.type, ("",)):
+                yield family.name + suffix
 
 
 def status_class(status: int) -> str:

@@ -14,6 +14,7 @@ Unknown keys in the file are errors (they are typos).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,20 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    client_allowlist: tuple[str, ...] = ("anthropic-python", "anthropic-typescript")
+    max_client_labels: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecation:
+    enabled: bool = False
+    date: str = "2023-06-01"
+    sunset: str = ""
+    link: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     upstream_url: str = "https://api.anthropic.com"
     host: str = "127.0.0.1"
@@ -77,6 +92,8 @@ class Settings:
     legacy: Legacy = field(default_factory=Legacy)
     shutdown: Shutdown = field(default_factory=Shutdown)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    deprecation: Deprecation = field(default_factory=Deprecation)
 
 
 # Checks beyond the type, by dotted key: (predicate, what must hold).
@@ -90,6 +107,7 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "limits.backlog": (lambda v: v > 0, "must be > 0"),
     "limits.write_high_water_bytes": (lambda v: v >= 1024, "must be >= 1024"),
     "shutdown.drain_seconds": (lambda v: v >= 0, "must be a number >= 0"),
+    "metrics.max_client_labels": (lambda v: 1 <= v <= 200, "must be 1-200"),
 }
 
 
@@ -145,6 +163,12 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(key, f"must be a string, got {shown}")
+    if get_origin(hint) is tuple:
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(key, f"must be a list of strings, got {shown}")
     raise ConfigError(key, f"unsupported setting type {hint!r}")  # pragma: no cover
 
 
@@ -230,6 +254,17 @@ def _check(s: Settings, env_names: dict[str, str]) -> None:
         raise ConfigError(label("upstream_url"), "must not have a query or fragment")
     if s.upstream.ca_bundle and not Path(s.upstream.ca_bundle).is_file():
         raise ConfigError(label("upstream.ca_bundle"), f"no such file: {s.upstream.ca_bundle}")
+    for key, value in (("deprecation.date", s.deprecation.date),
+                       ("deprecation.sunset", s.deprecation.sunset)):  # fmt: skip
+        if value:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise ConfigError(
+                    label(key), f'must be a date like 2024-09-30, got "{value}"'
+                ) from None
+    if s.deprecation.link and urlsplit(s.deprecation.link).scheme not in ("http", "https"):
+        raise ConfigError(label("deprecation.link"), "must be an http:// or https:// URL")
     if (s.host, s.port) == (s.admin_host, s.admin_port):
         raise ConfigError(label("admin_port"), "must differ from port on the same host")
     object.__setattr__(s, "upstream_url", s.upstream_url.rstrip("/"))

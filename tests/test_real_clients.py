@@ -9,59 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from proxy.app import create_app
-from proxy.handlers import ServerState
-from proxy.metrics import Metrics
-from proxy.simulator import SIM_STATS_KEY, SimConfig, expected_text
-from proxy.simulator import create_app as create_simulator
+from proxy.simulator import SIM_STATS_KEY, expected_text
 from tests.clients.harness import run_js_legacy, run_py_legacy, run_py_modern
-from tests.e2e.conftest import settings_for
+from tests.conftest import TOKENS, StackFactory
 
 pytestmark = pytest.mark.clients
-TOKENS = 12
 TEXT = expected_text(TOKENS)
 UPSTREAMS = {"plain": "", "hostile": "split,crlf,comments"}
-
-
-class Stack:
-    def __init__(self, sim: TestServer, proxy: TestServer, metrics: Metrics) -> None:
-        self.sim, self.proxy, self.metrics = sim, proxy, metrics
-        self.sim_url = str(sim.make_url("")).rstrip("/")
-        self.url = str(proxy.make_url("")).rstrip("/")
-
-    @property
-    def upstream_requests(self) -> int:
-        return self.sim.app[SIM_STATS_KEY].requests
-
-
-StackFactory = Callable[..., Coroutine[Any, Any, Stack]]
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[StackFactory]:
-    servers: list[TestServer] = []
-
-    async def make(fault: str = "", **env: str) -> Stack:
-        sim = TestServer(create_simulator(SimConfig(tokens=TOKENS, fault=fault)), host="127.0.0.1")
-        await sim.start_server()
-        metrics = Metrics()
-        app = create_app(
-            settings_for(str(sim.make_url("")).rstrip("/"), **env), metrics, ServerState()
-        )
-        proxy = TestServer(app, host="127.0.0.1")
-        await proxy.start_server()
-        servers.extend([proxy, sim])
-        return Stack(sim, proxy, metrics)
-
-    yield make
-    for s in servers:
-        await s.close()
 
 
 def assert_legacy_final(final: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp_sse_client import client as sse_client  # type: ignore[import-untyped]
 
-from tests.e2e.conftest import ProxyFactory
+from tests.conftest import ProxyFactory
 from tests.e2e.scripted import (
     FINAL,
     OVERLOADED,

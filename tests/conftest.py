@@ -1,17 +1,23 @@
+"""Shared fixtures: the proxy app on a test server in front of a scripted upstream (make_proxy),
+and in front of the simulator for tests that drive it with real SDKs as subprocesses (stack)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import create_admin_app, create_app
 from proxy.handlers import ServerState
 from proxy.metrics import Metrics
 from proxy.settings import Settings, load_settings
+from proxy.simulator import SIM_STATS_KEY, SimConfig
+from proxy.simulator import create_app as create_simulator
 from tests.e2e.scripted import ScriptedUpstream
+
+TOKENS = 12
 
 
 @pytest.fixture
@@ -59,4 +65,37 @@ async def admin_client(metrics: Metrics, state: ServerState) -> TestClient[Any, 
     return client
 
 
-__all__ = ["admin_client", "settings_for", "web"]
+class Stack:
+    def __init__(self, sim: TestServer, proxy: TestServer, metrics: Metrics) -> None:
+        self.sim, self.proxy, self.metrics = sim, proxy, metrics
+        self.sim_url = str(sim.make_url("")).rstrip("/")
+        self.url = str(proxy.make_url("")).rstrip("/")
+
+    @property
+    def upstream_requests(self) -> int:
+        return self.sim.app[SIM_STATS_KEY].requests
+
+
+StackFactory = Callable[..., Coroutine[Any, Any, Stack]]
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[StackFactory]:
+    servers: list[TestServer] = []
+
+    async def make(fault: str = "", **env: str) -> Stack:
+        sim_app = create_simulator(SimConfig(tokens=TOKENS, fault=fault))
+        sim = TestServer(sim_app, host="127.0.0.1")
+        await sim.start_server()
+        metrics = Metrics()
+        app = create_app(
+            settings_for(str(sim.make_url("")).rstrip("/"), **env), metrics, ServerState()
+        )
+        proxy = TestServer(app, host="127.0.0.1")
+        await proxy.start_server()
+        servers.extend([proxy, sim])
+        return Stack(sim, proxy, metrics)
+
+    yield make
+    for s in servers:
+        await s.close()

@@ -1,0 +1,175 @@
+"""Metrics, the migration view, deprecation headers and logs, after real SDK traffic (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.handlers import ServerState
+from proxy.legacy import ClientId
+from proxy.metrics import ClientLabels, Metrics
+from tests.clients.harness import run_py_legacy, run_py_modern
+from tests.conftest import ProxyFactory, StackFactory, admin_client
+from tests.e2e.scripted import FINAL, ScriptedUpstream, Stream, completion
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_RE = re.compile(r"\blegacy_proxy_[a-z_]+")
+
+
+def referenced_metrics() -> set[str]:
+    dashboard = json.loads((ROOT / "deploy/grafana/legacy-stream-proxy.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules.yaml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return {name for e in exprs for name in METRIC_RE.findall(e)}
+
+
+def test_dashboard_and_rules_use_only_exported_metrics() -> None:
+    exported = set(Metrics().metric_names())
+    used = referenced_metrics()
+    assert used, "found no metric names: the check itself is broken"
+    assert used <= exported, sorted(used - exported)
+    assert "legacy_proxy_added_latency_seconds_bucket" in used
+
+
+def test_client_labels_are_bounded() -> None:
+    labels = ClientLabels(["anthropic-python"], max_values=2)
+    assert labels.label(ClientId("anthropic-python", "0.2.10")) == "anthropic-python/0.2"
+    assert labels.label(ClientId("anthropic-python", "0.2.2")) == "anthropic-python/0.2"
+    assert labels.label(ClientId("curl", "8.0")) == "other"
+    assert labels.label(None) == "other"
+    assert labels.label(ClientId("anthropic-python", "0.3.1")) == "anthropic-python/0.3"
+    assert labels.label(ClientId("anthropic-python", "0.4.0")) == "other"  # cap of 2 reached
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.mark.clients
+async def test_metrics_and_migration_tell_the_story(stack: StackFactory) -> None:
+    s = await stack()
+    for mode in ("sync-stream", "async-stream", "sync"):
+        assert (await run_py_legacy(s.url, mode)).ok
+    assert (await run_py_modern(s.url)).ok
+
+    admin = await admin_client(s.metrics, ServerState())
+    text = await (await admin.get("/metrics")).text()
+    got = samples(text)
+
+    def value(name: str, **labels: str) -> float:
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert value("legacy_proxy_requests_total", mode="convert", route="complete", outcome="ok") == 3
+    assert (
+        value("legacy_proxy_requests_total", mode="passthrough", route="complete", outcome="ok")
+        == 1
+    )
+    assert (
+        value("legacy_proxy_legacy_requests_total", client="anthropic-python/0.2", streamed="true")
+        == 2
+    )
+    assert (
+        value("legacy_proxy_legacy_requests_total", client="anthropic-python/0.2", streamed="false")
+        == 1
+    )
+    assert value("legacy_proxy_upstream_events_total", kind="completion") == 2 * 13  # 12 + final
+    assert value("legacy_proxy_legacy_events_total", kind="done") == 2
+    assert value("legacy_proxy_upstream_responses_total", status_class="2xx") == 4
+    assert value("legacy_proxy_streams_in_progress", mode="convert") == 0
+    assert value("legacy_proxy_added_latency_seconds_count") > 0
+    bytes_in = value("legacy_proxy_stream_bytes_total", direction="in")
+    bytes_out = value("legacy_proxy_stream_bytes_total", direction="out")
+    assert bytes_in > 0 and bytes_out > bytes_in  # cumulative output is amplified
+    assert value("legacy_proxy_build_info", version=__import__("proxy").__version__) == 1
+    # labels only from fixed sets: no request ids, paths or model names
+    assert "req_" not in text and "/v1/" not in text and "claude-2.0" not in text
+
+    view = await (await admin.get("/migration")).json()
+    python = view["clients"]["anthropic-python/0.2"]
+    assert (python["requests"], python["streamed_requests"], python["errors"]) == (3, 2, 0)
+    assert python["first_seen"] <= python["last_seen"]
+    assert view["totals"] == {"clients": 1, "requests": 3, "streamed_requests": 2, "errors": 0}
+    await admin.close()
+
+
+async def test_errors_and_a_client_that_leaves_are_counted(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    client, metrics = await make_proxy()
+    scripted.script = Stream([completion(" a"), "stall"])
+    resp = await client.post(
+        "/v1/complete",
+        json={"prompt": "x", "stream": True},
+        headers={"anthropic-version": "2023-01-01", "Anthropic-SDK": "anthropic-typescript/0.4.4"},
+    )
+    await resp.content.readuntil(b"\n\n")
+    resp.close()
+    await scripted.disconnected.wait()
+    await client.post("/v1/complete", data=b"{", headers={"anthropic-version": "2023-01-01"})
+    assert metrics.requests.labels("convert", "complete", "client_gone")._value.get() == 1
+    assert metrics.requests.labels("convert", "complete", "bad_request")._value.get() == 1
+    view = metrics.migration.view()
+    assert view["clients"]["anthropic-typescript/0.4"]["errors"] == 1
+
+
+async def test_deprecation_headers_when_switched_on(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" a"), FINAL])
+    legacy = {"anthropic-version": "2023-01-01"}
+    client, _ = await make_proxy()
+    resp = await client.post("/v1/complete", json={"prompt": "x", "stream": True}, headers=legacy)
+    assert "Deprecation" not in resp.headers  # off by default
+    await resp.read()
+    client, _ = await make_proxy(
+        deprecation_enabled="true",
+        deprecation_date="2023-07-01",
+        deprecation_sunset="2027-01-31",
+        deprecation_link="https://example.com/migrate",
+    )
+    resp = await client.post("/v1/complete", json={"prompt": "x", "stream": True}, headers=legacy)
+    assert resp.headers["Deprecation"] == "@1688169600"
+    assert resp.headers["Sunset"] == "Sun, 31 Jan 2027 00:00:00 GMT"
+    assert (
+        resp.headers["Link"] == '<https://example.com/migrate>; rel="deprecation"; type="text/html"'
+    )
+    await resp.read()
+    resp = await client.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert "Deprecation" not in resp.headers  # only converted responses carry it
+
+
+async def test_logs_never_hold_keys_or_bodies(
+    make_proxy: ProxyFactory,
+    upstream: tuple[ScriptedUpstream, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" SECRET-COMPLETION-TEXT"), FINAL])
+    client, _ = await make_proxy()
+    key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789"
+    body = {"prompt": "\n\nHuman: SECRET-PROMPT\n\nAssistant:", "stream": True}
+    for headers in (
+        {"anthropic-version": "2023-01-01", "x-api-key": key},
+        {"anthropic-version": "2023-06-01", "Authorization": f"Bearer {key}"},
+    ):
+        await (await client.post("/v1/complete", json=body, headers=headers)).read()
+    await (
+        await client.post("/v1/complete", data=b"{" + key.encode(), headers={"x-api-key": key})
+    ).read()
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    assert logged.count("request.done") == 3  # the check looks at real log lines
+    for secret in (key, "abcdefghijklmnop", "SECRET-PROMPT", "SECRET-COMPLETION-TEXT"):
+        assert secret not in logged
