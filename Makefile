@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/proxy.toml
 
-.PHONY: run demo simulator test lint typecheck unit clients bench bench-core clean venv
+.PHONY: run demo simulator test lint typecheck unit clients bench bench-core bench-memory clean venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ unit: $(VENV)/.installed clients
 	$(PY) -m pytest
 
 test: lint typecheck unit
+
+bench-memory: $(VENV)/.installed
+	$(PY) bench/memory.py --streams 500 --write bench/RESULTS.md
 
 bench-core: $(VENV)/.installed
 	$(PY) bench/converter.py --repeat 9 --write bench/RESULTS.md
