@@ -2,6 +2,10 @@
 
     sse.Decoder ──events──▶ translator (completions | messages) ──▶ LegacyStream ──bytes──▶
 
+``kind`` says what the upstream speaks: "complete" (Text Completions) or "messages" (a legacy
+request served by a Messages-only model, spec section 6; ``legacy_model`` is then the model name
+reported back to the client).
+
 The shell's whole contract:
 
     conv = StreamConverter(pings=True, event_id=None)
@@ -27,8 +31,9 @@ from proxy.errors import StreamError, StreamErrorReason
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, Decoder, Event, EventTooLarge
 from proxy.translate.completions import CompletionsTranslator
 from proxy.translate.legacy_stream import LegacyStream
+from proxy.translate.messages import MessagesTranslator
 
-UpstreamKind = Literal["complete"]
+UpstreamKind = Literal["complete", "messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,7 @@ class Stats:
     bytes_out: int
     snapshots_skipped: int
     outcome: str | None  # None while running; "ok"; or a StreamErrorReason
+    translator: dict[str, int]  # what the translator dropped or mapped (Messages: blocks, stops)
 
 
 class StreamConverter:
@@ -53,10 +59,15 @@ class StreamConverter:
         pings: bool = True,
         event_id: str | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        legacy_model: str | None = None,
     ) -> None:
         self._decoder = Decoder(max_event_bytes)
         self._out = LegacyStream(pings=pings, event_id=event_id)
-        self._translator = CompletionsTranslator(self._out)
+        self._translator: CompletionsTranslator | MessagesTranslator = (
+            MessagesTranslator(self._out, legacy_model)
+            if kind == "messages"
+            else CompletionsTranslator(self._out)
+        )
         self._events_in = dict.fromkeys((*self._translator.KINDS, "unknown"), 0)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -132,6 +143,7 @@ class StreamConverter:
             bytes_out=self.bytes_out,
             snapshots_skipped=self._out.snapshots_skipped,
             outcome=self._out.outcome,
+            translator=dict(self._translator.counts),
         )
 
     # -- internals -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Transcripts: raw upstream bytes in, the exact legacy bytes out (tests/transcripts/).
 
-Each pair is run whole, one byte at a time, and cut at Hypothesis-chosen points; all three must give
-the expected bytes. A NAME.json beside a pair holds converter options and how the upstream ended
-("close" for a clean end, "abort:<reason>" for a reset or timeout the shell saw).
+Files named m* are Messages streams (a legacy request served by a Messages-only model, spec
+section 6); the rest are Text Completions streams. Each pair is run whole, one byte at a time,
+and cut at Hypothesis-chosen points; all three must give the expected bytes. A NAME.json beside a
+pair holds converter options, the expected outcome, and how the upstream ended ("close" for a
+clean end, "abort:<reason>" for a reset or timeout the shell saw).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def run(name: str, chunks: list[bytes]) -> bytes:
     opts_file = HERE / f"{name}.json"
     opts = json.loads(opts_file.read_text()) if opts_file.exists() else {}
     conv = StreamConverter(
+        opts.get("kind", "complete"),
+        legacy_model=opts.get("legacy_model"),
         pings=opts.get("pings", True),
         event_id=opts.get("event_id"),
         max_event_bytes=opts.get("max_event_bytes", 1 << 20),
@@ -40,7 +44,8 @@ def load(name: str) -> tuple[bytes, bytes]:
 
 
 def test_there_are_enough_transcripts() -> None:
-    assert len(NAMES) >= 15
+    assert len([n for n in NAMES if not n.startswith("m")]) >= 15  # Text Completions
+    assert len([n for n in NAMES if n.startswith("m")]) >= 10  # Messages (kind "messages")
     for name in NAMES:
         assert (HERE / f"{name}.legacy").exists(), name
 

@@ -43,10 +43,11 @@ class CompletionsTranslator:
     """Turns decoded upstream events into legacy bytes through a LegacyStream."""
 
     KINDS: Final = ("completion", "ping", "error")
-    __slots__ = ("_handlers", "out")
+    __slots__ = ("_handlers", "counts", "out")
 
     def __init__(self, out: LegacyStream) -> None:
         self.out = out
+        self.counts: dict[str, int] = {}  # nothing is dropped or mapped here
         self._handlers: dict[str, Callable[[str], bytes]] = {
             "completion": self._completion,
             "ping": self._ping,

@@ -1,0 +1,242 @@
+"""Legacy /v1/complete on a model that only speaks the Messages API (spec section 6). CORE.
+
+Three pure pieces: the request (a ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` prompt to ``system`` +
+``messages``), the stream (Messages events to the same legacy stream as Text Completions), and
+the non-streaming body (a Message to a legacy completion).
+
+Stream events, by name:
+
+    message_start        model and id (the legacy log_id)
+    content_block_start  a text block is read; any other kind (tool_use, thinking, ...) is dropped
+    content_block_delta  text_delta appends and emits a snapshot; other deltas are dropped
+    message_delta        stop_reason / stop_sequence, mapped (table below): the final event + [DONE]
+    message_stop         the final event, if message_delta did not carry a stop_reason
+    ping, error          as in Text Completions
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from proxy import jsonfast
+from proxy.errors import BadRequest, StreamError
+from proxy.translate.completions import error_event, parse_object
+from proxy.translate.legacy_stream import LegacyStream
+
+HUMAN: Final = "\n\nHuman:"
+ASSISTANT: Final = "\n\nAssistant:"
+_TURN: Final = re.compile(r"\n\n(Human|Assistant):")
+
+# Messages stop_reason -> (legacy stop_reason, legacy stop). None in the stop column means "the
+# stop_sequence the upstream reported". Anything not listed maps to OTHER_STOP and is counted.
+STOP_REASONS: Final[dict[str, tuple[str, str | None]]] = {
+    "end_turn": ("stop_sequence", HUMAN),
+    "stop_sequence": ("stop_sequence", None),
+    "max_tokens": ("max_tokens", None),
+}
+OTHER_STOP: Final = ("stop_sequence", None)
+# carried over unchanged from a legacy request (spec section 6)
+_CARRIED: Final = ("stop_sequences", "temperature", "top_p", "top_k", "stream")
+
+
+def map_stop(stop_reason: str | None, stop_sequence: Any) -> tuple[str, Any, bool]:
+    """(legacy stop_reason, legacy stop, whether the reason was one the table knows)."""
+    known = STOP_REASONS.get(stop_reason or "")
+    legacy, stop = known or OTHER_STOP
+    if stop is None and stop_reason == "stop_sequence":
+        stop = stop_sequence
+    return legacy, stop, known is not None
+
+
+def prompt_to_messages(prompt: str) -> tuple[str | None, list[dict[str, str]]]:
+    """Split a legacy prompt into ``system`` and alternating user/assistant messages.
+
+    Text before the first ``\\n\\nHuman:`` is the system prompt; text after the final
+    ``\\n\\nAssistant:`` is an assistant prefill (trailing whitespace removed, as the Messages API
+    requires). Raises BadRequest naming what is wrong with a prompt that cannot be translated.
+    """
+    parts = _TURN.split(prompt)
+    system = parts[0].strip() or None
+    turns = [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+    if not turns or turns[0][0] != "Human":
+        raise BadRequest('prompt: must contain a "\\n\\nHuman:" turn before any "\\n\\nAssistant:"')
+    if turns[-1][0] != "Assistant":
+        raise BadRequest('prompt: must end with an "\\n\\nAssistant:" turn')
+    messages: list[dict[str, str]] = []
+    for n, (role, text) in enumerate(turns):
+        if n and role == turns[n - 1][0]:
+            raise BadRequest(
+                f"prompt: turns out of order, two {role} turns in a row (turn {n + 1})"
+            )
+        last = n == len(turns) - 1
+        content = text.rstrip() if last else text.strip()
+        if last:
+            content = content.lstrip(" ")
+            if content:
+                messages.append({"role": "assistant", "content": content})  # a prefill
+            continue
+        if not content:
+            raise BadRequest(f"prompt: turn {n + 1} ({role}) is empty")
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content})
+    return system, messages
+
+
+def complete_request_to_messages(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """A legacy /v1/complete body as a Messages request for ``model``."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise BadRequest("prompt: a string is required")
+    max_tokens = body.get("max_tokens_to_sample")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise BadRequest("max_tokens_to_sample: a positive integer is required")
+    system, messages = prompt_to_messages(prompt)
+    out: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if system is not None:
+        out["system"] = system
+    for key in _CARRIED:
+        if key in body:
+            out[key] = body[key]
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and "user_id" in metadata:
+        out["metadata"] = {"user_id": metadata["user_id"]}
+    return out
+
+
+def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes, int, bool] | None:
+    """A non-streaming Messages response as a legacy completion body (spec sections 3 and 6).
+
+    Returns (body, non-text blocks dropped, stop reason known), or None when the body is not a
+    Message (the shell then passes it through)."""
+    try:
+        msg = jsonfast.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if type(msg) is not dict or not isinstance(msg.get("content"), list):
+        return None
+    text = "".join(
+        b.get("text", "") for b in msg["content"] if isinstance(b, dict) and b.get("type") == "text"
+    )
+    dropped = sum(
+        1 for b in msg["content"] if not (isinstance(b, dict) and b.get("type") == "text")
+    )
+    stop_reason, stop, known = map_stop(msg.get("stop_reason"), msg.get("stop_sequence"))
+    completion = {
+        "type": "completion",
+        "id": msg.get("id"),
+        "completion": text,
+        "stop_reason": stop_reason,
+        "model": legacy_model if legacy_model is not None else msg.get("model"),
+        "stop": stop,
+        "log_id": msg.get("id"),
+        "truncated": False,
+        "exception": None,
+    }
+    return jsonfast.dumps(completion), dropped, known
+
+
+class MessagesTranslator:
+    """Messages stream events -> legacy bytes through a LegacyStream.
+
+    ``legacy_model``: the model name the client asked for, reported back to it (a legacy client
+    that asked for claude-2.1 is told claude-2.1, whatever model served it)."""
+
+    KINDS: Final = (
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    )
+    __slots__ = ("_handlers", "_legacy_model", "_skip", "counts", "out")
+
+    def __init__(self, out: LegacyStream, legacy_model: str | None = None) -> None:
+        self.out = out
+        self._legacy_model = legacy_model
+        self._skip: set[int] = set()  # indexes of non-text content blocks
+        # dropped_blocks: non-text blocks; other_stop_reason: stop reasons outside the table
+        self.counts = {"dropped_blocks": 0, "other_stop_reason": 0}
+        self._handlers: dict[str, Callable[[str], bytes]] = {
+            "message_start": self._message_start,
+            "content_block_start": self._block_start,
+            "content_block_delta": self._block_delta,
+            "content_block_stop": self._nothing,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+            "ping": self._ping,
+            "error": self._error,
+        }
+
+    @property
+    def handlers(self) -> dict[str, Callable[[str], bytes]]:
+        return self._handlers
+
+    def _message_start(self, data: str) -> bytes:
+        message = parse_object(data).get("message")
+        if type(message) is not dict:
+            raise StreamError("invalid_event")
+        out = self.out
+        _, stop, model, log_id, upstream_id = out.fields
+        model = self._legacy_model or message.get("model", model)
+        out.update("", None, stop, model, log_id, message.get("id", upstream_id))
+        return b""  # nothing to show yet; the first text makes the first snapshot
+
+    def _block_start(self, data: str) -> bytes:
+        obj = parse_object(data)
+        block = obj.get("content_block")
+        if type(block) is not dict:
+            raise StreamError("invalid_event")
+        if block.get("type") != "text":
+            self._skip.add(obj.get("index", -1))
+            self.counts["dropped_blocks"] += 1
+            return b""
+        text = block.get("text", "")
+        return self._append(text) if isinstance(text, str) and text else b""
+
+    def _block_delta(self, data: str) -> bytes:
+        obj = parse_object(data)
+        delta = obj.get("delta")
+        if type(delta) is not dict:
+            raise StreamError("invalid_event")
+        if obj.get("index") in self._skip or delta.get("type") != "text_delta":
+            return b""  # part of a non-text block (already counted once, at its start)
+        text = delta.get("text")
+        if type(text) is not str:
+            raise StreamError("invalid_event")
+        return self._append(text)
+
+    def _append(self, text: str) -> bytes:
+        out = self.out
+        return out.update(text, None, *out.fields[1:])
+
+    def _message_delta(self, data: str) -> bytes:
+        delta = parse_object(data).get("delta")
+        if type(delta) is not dict:
+            raise StreamError("invalid_event")
+        if delta.get("stop_reason") is None:
+            return b""
+        return self._finish(delta.get("stop_reason"), delta.get("stop_sequence"))
+
+    def _message_stop(self, data: str) -> bytes:
+        return self._finish("end_turn", None)  # only reached if no message_delta finished it
+
+    def _finish(self, stop_reason: Any, stop_sequence: Any) -> bytes:
+        legacy, stop, known = map_stop(stop_reason, stop_sequence)
+        if not known:
+            self.counts["other_stop_reason"] += 1
+        out = self.out
+        _, _, model, log_id, upstream_id = out.fields
+        return out.update("", legacy, stop, model, log_id, upstream_id)
+
+    def _nothing(self, data: str) -> bytes:
+        return b""
+
+    def _ping(self, data: str) -> bytes:
+        return self.out.ping()
+
+    def _error(self, data: str) -> bytes:
+        return error_event(self.out, data)

@@ -1,0 +1,118 @@
+"""Legacy requests on Messages-only models: request translation tables (spec section 6)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxy.errors import BadRequest
+from proxy.translate.messages import (
+    complete_request_to_messages,
+    map_stop,
+    message_to_completion,
+    prompt_to_messages,
+)
+
+H, A = "\n\nHuman:", "\n\nAssistant:"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "system", "messages"),
+    [
+        (f"{H} Hello{A}", None, [("user", "Hello")]),
+        (f"{H} Hello{A} Hi!{H} How are you?{A}", None,
+         [("user", "Hello"), ("assistant", "Hi!"), ("user", "How are you?")]),
+        (f"You are terse.{H} Hello{A}", "You are terse.", [("user", "Hello")]),
+        (f"{H} Name a colour{A} The colour is", None,
+         [("user", "Name a colour"), ("assistant", "The colour is")]),  # prefill
+        (f"{H} Hi{A} Sure:  \n", None, [("user", "Hi"), ("assistant", "Sure:")]),  # trailing ws
+        (f"{H} line one\nline two{A}", None, [("user", "line one\nline two")]),
+    ],
+)  # fmt: skip
+def test_prompt_to_messages(
+    prompt: str, system: str | None, messages: list[tuple[str, str]]
+) -> None:
+    got_system, got = prompt_to_messages(prompt)
+    assert got_system == system
+    assert [(m["role"], m["content"]) for m in got] == messages
+
+
+@pytest.mark.parametrize(
+    ("prompt", "why"),
+    [
+        ("Hello there", "must contain"),
+        (f"{A} Hi{H} Hello{A}", "must contain"),
+        (f"{H} one{H} two{A}", "turns out of order, two Human turns in a row (turn 2)"),
+        (f"{H} Hello", 'must end with an "\\n\\nAssistant:" turn'),
+        (f"{H}  {A}", "turn 1 (Human) is empty"),
+    ],
+)
+def test_untranslatable_prompts_say_why(prompt: str, why: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        prompt_to_messages(prompt)
+    assert why in info.value.message
+    assert info.value.status == 400 and info.value.error_type == "invalid_request_error"
+
+
+def test_request_fields_carry_over() -> None:
+    body: dict[str, Any] = {
+        "model": "claude-2.1",
+        "prompt": f"Be brief.{H} Hi{A}",
+        "max_tokens_to_sample": 300,
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stream": True,
+        "metadata": {"user_id": "u-1", "other": "dropped"},
+    }
+    assert complete_request_to_messages(body, "claude-sonnet-4-5") == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "system": "Be brief.",
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stream": True,
+        "metadata": {"user_id": "u-1"},
+    }
+    with pytest.raises(BadRequest, match="max_tokens_to_sample"):
+        complete_request_to_messages({"prompt": f"{H} Hi{A}"}, "m")
+
+
+@pytest.mark.parametrize(
+    ("reason", "sequence", "expected"),
+    [
+        ("end_turn", None, ("stop_sequence", "\n\nHuman:", True)),
+        ("stop_sequence", "END", ("stop_sequence", "END", True)),
+        ("max_tokens", None, ("max_tokens", None, True)),
+        ("tool_use", None, ("stop_sequence", None, False)),
+        ("refusal", None, ("stop_sequence", None, False)),
+        ("pause_turn", None, ("stop_sequence", None, False)),
+    ],
+)
+def test_stop_reason_table(reason: str, sequence: str | None, expected: tuple[Any, ...]) -> None:
+    assert map_stop(reason, sequence) == expected
+
+
+def test_non_streaming_message_to_completion() -> None:
+    message = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "thinking", "thinking": "x"}, {"type": "text", "text": " Hi"},
+                    {"type": "text", "text": " there"}],
+        "stop_reason": "end_turn", "stop_sequence": None, "usage": {},
+    }  # fmt: skip
+    result = message_to_completion(json.dumps(message).encode(), "claude-2.1")
+    assert result is not None
+    body, dropped, known = result
+    assert json.loads(body) == {
+        "type": "completion", "id": "msg_1", "completion": " Hi there",
+        "stop_reason": "stop_sequence", "model": "claude-2.1", "stop": "\n\nHuman:",
+        "log_id": "msg_1", "truncated": False, "exception": None,
+    }  # fmt: skip
+    assert (dropped, known) == (1, True)
+    assert message_to_completion(b'{"type": "error"}', None) is None
