@@ -55,31 +55,52 @@ async def wait_ready(url: str) -> None:
 async def main(n: int) -> dict[str, float]:
     sim_port, port, admin = free_port(), free_port(), free_port()
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.simulator", "--port", str(sim_port),
-        "--tokens", "600", "--pace", "0.1", cwd=ROOT,
-    )  # fmt: skip
-    env = {**os.environ, "LEGACY_PROXY_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
-           "LEGACY_PROXY_PORT": str(port), "LEGACY_PROXY_ADMIN_PORT": str(admin),
-           "LEGACY_PROXY_ADMIN_HOST": "127.0.0.1", "LEGACY_PROXY_LOG_LEVEL": "warning"}  # fmt: skip
+        sys.executable,
+        "-m",
+        "proxy.simulator",
+        "--port",
+        str(sim_port),
+        "--tokens",
+        "600",
+        "--pace",
+        "0.1",
+        cwd=ROOT,
+    )
+    env = {
+        **os.environ,
+        "LEGACY_PROXY_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+        "LEGACY_PROXY_PORT": str(port),
+        "LEGACY_PROXY_ADMIN_PORT": str(admin),
+        "LEGACY_PROXY_ADMIN_HOST": "127.0.0.1",
+        "LEGACY_PROXY_LOG_LEVEL": "warning",
+    }
     proxy = await asyncio.create_subprocess_exec(sys.executable, "-m", "proxy", cwd=ROOT, env=env)
     try:
         await wait_ready(f"http://127.0.0.1:{admin}/readyz")
         await wait_ready(f"http://127.0.0.1:{sim_port}/v1/models")
         headers = {"anthropic-version": "2023-01-01", "x-api-key": "bench"}
-        body = {"prompt": "\n\nHuman: hi\n\nAssistant:", "model": "claude-2.0", "stream": True,
-                "max_tokens_to_sample": 600}  # fmt: skip
+        body = {
+            "prompt": "\n\nHuman: hi\n\nAssistant:",
+            "model": "claude-2.0",
+            "stream": True,
+            "max_tokens_to_sample": 600,
+        }
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            warm = await session.post(f"http://127.0.0.1:{port}/v1/complete", json=body,
-                                      headers={**headers, "x-sim-tokens": "3"})  # fmt: skip
+            warm = await session.post(
+                f"http://127.0.0.1:{port}/v1/complete",
+                json=body,
+                headers={**headers, "x-sim-tokens": "3"},
+            )
             await warm.read()
             await asyncio.sleep(1.0)
             idle = rss_bytes(proxy.pid)
             responses = []
             for _ in range(n):
                 responses.append(
-                    await session.post(f"http://127.0.0.1:{port}/v1/complete", json=body,
-                                       headers=headers)  # fmt: skip
+                    await session.post(
+                        f"http://127.0.0.1:{port}/v1/complete", json=body, headers=headers
+                    )
                 )
             for r in responses:
                 await r.content.readuntil(b"\n\n")
@@ -92,7 +113,11 @@ async def main(n: int) -> dict[str, float]:
             p.send_signal(signal.SIGTERM)
         for p in (proxy, sim):
             await p.wait()
-    return {"idle_mb": idle / 1e6, "loaded_mb": loaded / 1e6, "per_stream_kib": (loaded - idle) / n / 1024}
+    return {
+        "idle_mb": idle / 1e6,
+        "loaded_mb": loaded / 1e6,
+        "per_stream_kib": (loaded - idle) / n / 1024,
+    }
 
 
 if __name__ == "__main__":
@@ -101,26 +126,31 @@ if __name__ == "__main__":
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
     r = asyncio.run(main(args.streams))
-    line = (f"idle RSS {r['idle_mb']:.1f} MB; with {args.streams} open converted streams "
-            f"{r['loaded_mb']:.1f} MB, {r['per_stream_kib']:.1f} KiB per stream")  # fmt: skip
+    line = (
+        f"idle RSS {r['idle_mb']:.1f} MB; with {args.streams} open converted streams "
+        f"{r['loaded_mb']:.1f} MB, {r['per_stream_kib']:.1f} KiB per stream"
+    )
     print(line)
     if args.write:
-        section = "\n".join([
-            "<!-- memory:start -->",
-            "## Resources (`make bench-memory`)",
-            "",
-            f"Command: `.venv/bin/python bench/memory.py --streams {args.streams} --write "
-            f"bench/RESULTS.md` (measured {time.strftime('%Y-%m-%d')}; RSS of the proxy process "
-            "from /proc, simulator and client in other processes).",
-            "",
-            f"- {line}.",
-            "- Targets (issue 7): at most 60 MB idle and at most 64 KiB per open stream beyond "
-            "the text itself.",
-            "- deploy/kubernetes/deployment.yaml requests 96 Mi (idle plus room for a few hundred "
-            "streams) and limits 256 Mi; raise the limit by the per-stream figure times the streams "
-            "you expect, plus the longest texts (the core holds each stream's text once).",
-            "<!-- memory:end -->",
-        ])  # fmt: skip
+        section = "\n".join(
+            [
+                "<!-- memory:start -->",
+                "## Resources (`make bench-memory`)",
+                "",
+                f"Command: `.venv/bin/python bench/memory.py --streams {args.streams} --write "
+                f"bench/RESULTS.md` (measured {time.strftime('%Y-%m-%d')}; RSS of the proxy "
+                "process from /proc, simulator and client in other processes).",
+                "",
+                f"- {line}.",
+                "- Targets (issue 7): at most 60 MB idle and at most 64 KiB per open stream beyond "
+                "the text itself.",
+                "- deploy/kubernetes/deployment.yaml requests 96 Mi (idle plus room for a few "
+                "hundred streams) and limits 256 Mi; raise the limit by the per-stream figure "
+                "times the streams you expect, plus the longest texts (the core holds each "
+                "stream's text once).",
+                "<!-- memory:end -->",
+            ]
+        )
         text = args.write.read_text()
         pattern = re.compile(r"<!-- memory:start -->.*<!-- memory:end -->", re.S)
         text = pattern.sub(section, text) if pattern.search(text) else text + "\n" + section + "\n"
