@@ -17,14 +17,14 @@ import email.utils
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 from aiohttp import web
 
-from proxy import legacy
+from proxy import jsonfast, legacy
 from proxy.convert import StreamConverter
 from proxy.errors import (
     BadRequest,
@@ -38,6 +38,7 @@ from proxy.errors import (
 from proxy.logs import get_logger
 from proxy.metrics import Metrics, status_class
 from proxy.settings import Settings
+from proxy.translate.messages import complete_request_to_messages, message_to_completion
 from proxy.upstream import Opened, Upstream, end_to_end
 
 SSE_HEADERS: Final = {
@@ -48,6 +49,14 @@ SSE_HEADERS: Final = {
 # Upstream response headers a converted or error response keeps (spec section 4).
 KEPT_HEADERS: Final = ("request-id", "retry-after", "content-type", "content-encoding")
 READ_CHUNK: Final = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Via:
+    """What answers a legacy /v1/complete: Text Completions, or Messages (spec section 6)."""
+
+    kind: Literal["complete", "messages"]
+    legacy_model: str | None  # the name the client asked for, reported back to it
 
 
 @dataclass(eq=False)
@@ -283,8 +292,19 @@ class ProxyHandler:
             self.metrics.resume_refused.inc()
             raise BadRequest("streams cannot be resumed; send a new request")
         body = await _read_body(request, self.settings.limits.max_body_bytes)
-        stream = legacy.parse_request(body).get("stream") is True
+        fields = legacy.parse_request(body)
+        stream = fields.get("stream") is True
         info.stream = stream
+        path = request.rel_url.raw_path_qs
+        target = self.settings.messages.target(fields.get("model"))
+        via = _Via("complete", None)
+        if target is not None:
+            # a model that only speaks the Messages API (spec section 6)
+            info.route = "complete_via_messages"
+            legacy_model = fields.get("model")
+            via = _Via("messages", legacy_model if isinstance(legacy_model, str) else None)
+            body = jsonfast.dumps(complete_request_to_messages(fields, target))
+            path = "/v1/messages"
         headers = end_to_end(request.headers)
         headers.popall("content-length", None)  # recomputed for the bytes we send
         headers["anthropic-version"] = legacy.UPSTREAM_VERSION
@@ -292,7 +312,7 @@ class ProxyHandler:
         t = self.settings.timeouts
         opened = await self.upstream.open(
             "POST",
-            request.rel_url.raw_path_qs,
+            path,
             headers,
             body,
             headers_timeout=t.stream_headers if stream else t.headers,
@@ -305,21 +325,32 @@ class ProxyHandler:
                 info.outcome = "upstream_error"
                 return await self._relay_buffered(up, info)
             if not stream:
-                return await self._complete_body(up, info)
+                return await self._complete_body(up, info, via)
             ctype = up.headers.get("content-type", "")
             if not ctype.lower().startswith("text/event-stream"):
                 raise UpstreamError("upstream did not answer with an event stream")
-            return await self._stream(request, up, info)
+            return await self._stream(request, up, info, via)
         finally:
             up.close()  # an unread body must not go back to the pool; a no-op when read
 
-    async def _complete_body(self, up: aiohttp.ClientResponse, info: RequestLog) -> web.Response:
+    async def _complete_body(
+        self, up: aiohttp.ClientResponse, info: RequestLog, via: _Via
+    ) -> web.Response:
         raw = await _read_upstream(up, self.settings.limits.max_body_bytes)
         decompress = _decompressor(up.headers.get("content-encoding"))
         if decompress is not None:
             raw = decompress(raw)
         ctype = up.headers.get("content-type", "")
-        converted = legacy.legacy_completion_body(raw) if "json" in ctype.lower() else None
+        converted: bytes | None = None
+        if "json" not in ctype.lower():
+            pass  # only a successful JSON response is rewritten (spec section 3)
+        elif via.kind == "messages":
+            result = message_to_completion(raw, via.legacy_model)
+            if result is not None:
+                converted, dropped, known = result
+                self._record_translator({"dropped_blocks": dropped, "other_stop_reason": not known})
+        else:
+            converted = legacy.legacy_completion_body(raw)
         headers = {k: up.headers[k] for k in ("request-id", "retry-after") if k in up.headers}
         info.bytes_in, info.bytes_out = len(raw), len(converted or raw)
         return web.Response(
@@ -337,7 +368,7 @@ class ProxyHandler:
         return web.Response(status=up.status, body=raw, headers=headers)
 
     async def _stream(
-        self, request: web.Request, up: aiohttp.ClientResponse, info: RequestLog
+        self, request: web.Request, up: aiohttp.ClientResponse, info: RequestLog, via: _Via
     ) -> web.StreamResponse:
         settings = self.settings
         decompress = _decompressor(up.headers.get("content-encoding"))
@@ -346,6 +377,8 @@ class ProxyHandler:
             info.request_id if legacy.wants_event_ids(settings.legacy.event_ids, sdk) else None
         )
         conv = StreamConverter(
+            via.kind,
+            legacy_model=via.legacy_model,
             pings=settings.legacy.pings == "forward",
             event_id=event_id,
             max_event_bytes=settings.limits.max_event_bytes,
@@ -485,6 +518,13 @@ class ProxyHandler:
             m.unknown_events.inc(stats.events_in["unknown"])
         if stats.outcome not in (None, "ok"):
             m.stream_errors.labels(stats.outcome).inc()
+        self._record_translator(stats.translator)
+
+    def _record_translator(self, counts: Mapping[str, int]) -> None:
+        if counts.get("dropped_blocks"):
+            self.metrics.messages_dropped_blocks.inc(counts["dropped_blocks"])
+        if counts.get("other_stop_reason"):
+            self.metrics.messages_other_stop_reasons.inc(counts["other_stop_reason"])
 
     def _record(self, info: RequestLog, duration: float) -> None:
         m = self.metrics

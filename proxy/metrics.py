@@ -28,7 +28,12 @@ OUTCOMES: Final = (
     "overloaded",
 )
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "unreachable", "timeout")
-UPSTREAM_EVENT_KINDS: Final = ("completion", "ping", "error", "unknown")
+UPSTREAM_EVENT_KINDS: Final = (
+    "completion", "ping", "error", "unknown",
+    # Messages streams (spec section 6)
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop",
+)  # fmt: skip
 LEGACY_EVENT_KINDS: Final = ("snapshot", "ping", "error", "done")
 
 # Streams last seconds to many minutes: buckets reach 10 minutes.
@@ -124,6 +129,18 @@ class Metrics:
             f"{p}_upstream_responses",
             "Upstream answers by HTTP status class (or unreachable / timeout before headers).",
             ["status_class"],
+            registry=r,
+        )
+        self.messages_dropped_blocks = Counter(
+            f"{p}_messages_dropped_blocks",
+            "Non-text content blocks (tool use, thinking, ...) dropped from Messages answers to "
+            "legacy clients.",
+            registry=r,
+        )
+        self.messages_other_stop_reasons = Counter(
+            f"{p}_messages_other_stop_reasons",
+            "Messages stop reasons outside end_turn, stop_sequence and max_tokens, reported to "
+            "legacy clients as stop_sequence.",
             registry=r,
         )
         self.resume_refused = Counter(

@@ -79,6 +79,20 @@ class Deprecation:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesSettings:
+    # legacy model name -> current model; a legacy /v1/complete request for one of these names
+    # is served through /v1/messages (spec section 6)
+    models: dict[str, str] = field(default_factory=dict)
+    # the model for legacy names not in the table; empty: they keep going to /v1/complete
+    default: str = ""
+
+    def target(self, legacy_model: object) -> str | None:
+        if isinstance(legacy_model, str) and legacy_model in self.models:
+            return self.models[legacy_model]
+        return self.default or None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     upstream_url: str = "https://api.anthropic.com"
     host: str = "127.0.0.1"
@@ -94,6 +108,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     deprecation: Deprecation = field(default_factory=Deprecation)
+    messages: MessagesSettings = field(default_factory=MessagesSettings)
 
 
 # Checks beyond the type, by dotted key: (predicate, what must hold).
@@ -163,6 +178,17 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(key, f"must be a string, got {shown}")
+    if get_origin(hint) is dict:
+        if from_env and isinstance(value, str):
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if all(sep and k.strip() and v.strip() for k, sep, v in pairs):
+                return {k.strip(): v.strip() for k, _, v in pairs}
+            raise ConfigError(key, f"must be name=value pairs separated by commas, got {shown}")
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+        ):
+            return dict(value)
+        raise ConfigError(key, f"must be a table of names to non-empty strings, got {shown}")
     if get_origin(hint) is tuple:
         if from_env and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

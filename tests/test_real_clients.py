@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from typing import Any
 
 import pytest
 
 from proxy.simulator import SIM_STATS_KEY, expected_text
-from tests.clients.harness import run_js_legacy, run_py_legacy, run_py_modern
+from tests.clients.harness import run_js_legacy, run_py_current, run_py_legacy, run_py_modern
 from tests.conftest import TOKENS, StackFactory
 
 pytestmark = pytest.mark.clients
@@ -120,3 +121,63 @@ async def test_modern_client_sees_the_upstream_stream_unchanged(stack: StackFact
     assert through.out["text"] == TEXT
     versions = [r["anthropic_version"] for r in s.sim.app[SIM_STATS_KEY].last_requests]
     assert versions == ["2023-06-01", "2023-06-01"]
+
+
+# -- Messages-only models (spec section 6, issue 6) -----------------------------------------------
+
+MAPPED = {"messages_models": "claude-2.1=claude-sonnet-4-5"}
+
+
+@pytest.mark.parametrize("mode", ["sync-stream", "async-stream", "sync", "async"])
+async def test_python_0_2_10_on_a_messages_only_model(stack: StackFactory, mode: str) -> None:
+    s = await stack(**MAPPED)
+    result = await run_py_legacy(s.url, mode, model="claude-2.1")
+    assert result.ok, result
+    final = result.out["final"]
+    assert_legacy_final(final)
+    assert final["model"] == "claude-2.1" and final["stop"] == "\n\nHuman:"
+    stats = s.sim.app[SIM_STATS_KEY]
+    assert stats.by_path == {"/v1/messages": 1}  # never /v1/complete
+    sent = stats.last_requests[-1]["json"]
+    assert sent["model"] == "claude-sonnet-4-5"
+    assert sent["messages"] == [{"role": "user", "content": "Say hello"}]
+    assert sent["max_tokens"] == 100
+    assert s.metrics.requests.labels("convert", "complete_via_messages", "ok")._value.get() == 1
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+async def test_typescript_0_4_4_on_a_messages_only_model(stack: StackFactory, mode: str) -> None:
+    s = await stack(**MAPPED)
+    result = await run_js_legacy(s.url, mode, model="claude-2.1")
+    assert result.ok, result
+    assert_legacy_final(result.out["final"])
+    assert result.out["final"]["model"] == "claude-2.1"
+    assert s.sim.app[SIM_STATS_KEY].by_path == {"/v1/messages": 1}
+
+
+async def test_unmapped_models_keep_using_text_completions(stack: StackFactory) -> None:
+    s = await stack(**MAPPED)
+    result = await run_py_legacy(s.url, "sync-stream", model="claude-2.0")
+    assert result.ok and result.out["final"]["completion"] == TEXT
+    assert s.sim.app[SIM_STATS_KEY].by_path == {"/v1/complete": 1}
+
+
+async def test_untranslatable_prompt_is_a_400_that_says_why(stack: StackFactory) -> None:
+    s = await stack(**MAPPED)
+    result = await run_py_legacy(
+        s.url, "sync", model="claude-2.1", prompt="\n\nHuman: a\n\nHuman: b\n\nAssistant:"
+    )
+    assert not result.ok and "400" in result.out["error"]
+    assert "turns out of order" in json.dumps(result.out["detail"])
+    assert s.upstream_requests == 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_the_official_sdk_parses_the_simulators_messages(
+    stack: StackFactory, stream: bool
+) -> None:
+    """If the current official SDK parses the simulator's Messages answers, it is faithful."""
+    s = await stack()
+    result = await run_py_current(s.sim_url, stream=stream)
+    assert result.ok, result
+    assert result.out["text"] == TEXT and result.out["stop_reason"] == "end_turn"

@@ -53,7 +53,8 @@ def test_every_key_is_documented_in_the_file_and_the_env_example() -> None:
     toml = CONFIG.read_text()
     env = (ROOT / "config" / "example.env").read_text()
     for section, key in all_keys():
-        assert re.search(rf"^{key} = ", toml, re.M), key
+        table = section is not None and re.search(rf"^\[{section}\.{key}\]$", toml, re.M)
+        assert table or re.search(rf"^{key} = ", toml, re.M), key
         var = f"LEGACY_PROXY_{(section + '_' if section else '').upper()}{key.upper()}"
         assert f"{var}=" in env, var
         if section:
@@ -68,6 +69,21 @@ def test_file_then_env(tmp_path: Path) -> None:
     assert (s.port, s.timeouts.connect) == (9100, 4.5)
     s = load_settings(None, {"LEGACY_PROXY_UPSTREAM_TRUST_ENV": "no"})
     assert s.upstream.trust_env is False
+
+
+def test_messages_model_table(tmp_path: Path) -> None:
+    path = write(tmp_path, '[messages.models]\n"claude-2.1" = "claude-sonnet-4-5"\n')
+    s = load_settings(path, {})
+    assert s.messages.models == {"claude-2.1": "claude-sonnet-4-5"}
+    assert s.messages.target("claude-2.1") == "claude-sonnet-4-5"
+    assert s.messages.target("claude-2.0") is None  # unmapped: still /v1/complete
+    env = {"LEGACY_PROXY_MESSAGES_MODELS": "a=b, c=d", "LEGACY_PROXY_MESSAGES_DEFAULT": "x"}
+    s = load_settings(None, env)
+    assert s.messages.models == {"a": "b", "c": "d"} and s.messages.target("zzz") == "x"
+    with pytest.raises(ConfigError, match="LEGACY_PROXY_MESSAGES_MODELS: must be name=value"):
+        load_settings(None, {"LEGACY_PROXY_MESSAGES_MODELS": "oops"})
+    with pytest.raises(ConfigError, match=r"messages\.models: must be a table"):
+        load_settings(write(tmp_path, '[messages]\nmodels = "x"\n'), {})
 
 
 def test_unknown_env_vars_are_ignored() -> None:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PY_LEGACY = ROOT / ".venvs" / "anthropic-0.2.10" / "bin" / "python"
 PY_MODERN = ROOT / ".venvs" / "anthropic-0.3" / "bin" / "python"
+PY_CURRENT = ROOT / ".venvs" / "anthropic-current" / "bin" / "python"
 JS_DIR = HERE / "js"
 
 
@@ -79,6 +80,15 @@ async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.
     """anthropic 0.3.x, which speaks 2023-06-01."""
     _require(PY_MODERN)
     argv = [str(PY_MODERN), str(HERE / "py_modern.py"), "--base-url", base_url]
+    if not stream:
+        argv.append("--no-stream")
+    return await _run(argv, ROOT, timeout)
+
+
+async def run_py_current(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
+    """Today's official anthropic SDK, on /v1/messages."""
+    _require(PY_CURRENT)
+    argv = [str(PY_CURRENT), str(HERE / "py_current.py"), "--base-url", base_url]
     if not stream:
         argv.append("--no-stream")
     return await _run(argv, ROOT, timeout)
