@@ -8,8 +8,13 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_sse_client import client as sse_client  # type: ignore[import-untyped]
 
+from proxy.app import create_app
+from proxy.handlers import ServerState
+from proxy.metrics import Metrics
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import (
     FINAL,
@@ -412,3 +417,26 @@ async def test_slow_reader_gets_skipped_snapshots_and_the_full_text(
     every_snapshot = sum(len(token) * i for i in range(1, n + 1))  # ~225 MB if nothing skipped
     assert len(body) < every_snapshot / 10
     assert metrics.snapshots_skipped._value.get() > 0
+
+
+async def test_egress_proxy_from_the_environment_is_used(
+    upstream: tuple[ScriptedUpstream, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP(S)_PROXY is honoured: the upstream URL is unreachable, the egress proxy is not."""
+    from tests.conftest import settings_for
+
+    scripted, url = upstream
+    scripted.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
+    monkeypatch.setenv("HTTP_PROXY", url)  # the scripted server plays the egress proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    app = create_app(settings_for("http://upstream.invalid:9"), Metrics(), ServerState())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.get("/v1/models", headers=MODERN)
+        assert resp.status == 200
+    assert scripted.seen[0].path_qs == "/v1/models"
+    assert scripted.seen[0].headers["Host"] == "upstream.invalid:9"
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")  # exempted: goes direct, and fails
+    app = create_app(settings_for("http://upstream.invalid:9"), Metrics(), ServerState())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/v1/models", headers=MODERN)).status in (502, 504)
