@@ -28,6 +28,9 @@ unit: $(VENV)/.installed clients
 
 test: lint typecheck unit
 
+bench: $(VENV)/.installed
+	$(PY) bench/run.py
+
 bench-memory: $(VENV)/.installed
 	$(PY) bench/memory.py --streams 500 --write bench/RESULTS.md
 

@@ -101,6 +101,7 @@ class Settings:
     admin_port: int = 8788
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     legacy: Legacy = field(default_factory=Legacy)

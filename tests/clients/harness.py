@@ -76,19 +76,21 @@ async def run_js_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: A
     return await _run(argv, JS_DIR, timeout)
 
 
-async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
-    """anthropic 0.3.x, which speaks 2023-06-01."""
-    _require(PY_MODERN)
-    argv = [str(PY_MODERN), str(HERE / "py_modern.py"), "--base-url", base_url]
+async def _run_py(
+    python: Path, script: str, base_url: str, stream: bool, timeout: float
+) -> ClientResult:
+    _require(python)
+    argv = [str(python), str(HERE / script), "--base-url", base_url]
     if not stream:
         argv.append("--no-stream")
     return await _run(argv, ROOT, timeout)
+
+
+async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
+    """anthropic 0.3.x, which speaks 2023-06-01, on /v1/complete."""
+    return await _run_py(PY_MODERN, "py_modern.py", base_url, stream, timeout)
 
 
 async def run_py_current(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
     """Today's official anthropic SDK, on /v1/messages."""
-    _require(PY_CURRENT)
-    argv = [str(PY_CURRENT), str(HERE / "py_current.py"), "--base-url", base_url]
-    if not stream:
-        argv.append("--no-stream")
-    return await _run(argv, ROOT, timeout)
+    return await _run_py(PY_CURRENT, "py_current.py", base_url, stream, timeout)

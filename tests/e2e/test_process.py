@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -69,17 +68,6 @@ async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
     raise AssertionError("proxy did not become ready: " + await p.output())
 
 
-@pytest.fixture
-async def scripted() -> AsyncIterator[tuple[ScriptedUpstream, str]]:
-    from aiohttp.test_utils import TestServer
-
-    up = ScriptedUpstream()
-    server = TestServer(up.app(), host="127.0.0.1")
-    await server.start_server()
-    yield up, str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
 async def stop(p: ProxyProcess) -> int:
     if p.proc.returncode is None:
         p.proc.send_signal(signal.SIGTERM)
@@ -87,9 +75,9 @@ async def stop(p: ProxyProcess) -> int:
 
 
 async def test_client_that_leaves_cancels_the_upstream_request(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" Hello"), "stall"])
     p = await start_proxy(url)
     try:
@@ -109,8 +97,8 @@ async def test_client_that_leaves_cancels_the_upstream_request(
     assert '"outcome": "client_gone"' in log
 
 
-async def test_sigterm_drains_streams_in_flight(scripted: tuple[ScriptedUpstream, str]) -> None:
-    up, url = scripted
+async def test_sigterm_drains_streams_in_flight(upstream: tuple[ScriptedUpstream, str]) -> None:
+    up, url = upstream
     up.script = Stream([item for _ in range(10) for item in (completion(" w"), 0.1)] + [FINAL])
     p = await start_proxy(url, shutdown_drain_seconds="10")
     n = 20
@@ -135,9 +123,9 @@ async def test_sigterm_drains_streams_in_flight(scripted: tuple[ScriptedUpstream
 
 
 async def test_streams_open_at_the_drain_deadline_end_with_a_legacy_error(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" Hello"), "stall"])
     p = await start_proxy(url, shutdown_drain_seconds="0.5")
     async with aiohttp.ClientSession() as session:
