@@ -53,7 +53,7 @@ async def one(
                 if b"[DONE]" in chunk or b'"stop_reason": "' in chunk:
                     complete = True
                 if slow:
-                    await asyncio.sleep(0.05)  # a client that reads far slower than events come
+                    await asyncio.sleep(0.25)  # a client that reads far slower than events come
     except aiohttp.ClientError as exc:
         return {"error": type(exc).__name__, "events": len(stamps)}
     if not stamps:
@@ -86,10 +86,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     def small_receive_buffer(addr_info: Any) -> socket.socket:
         # A slow reader on loopback is not slow enough: the kernel's auto-tuned buffers (several
         # MB each way) would swallow a whole stream before the proxy saw any backpressure. A
-        # 64 KiB receive buffer behaves like a slow link.
+        # 16 KiB receive buffer behaves like a slow link.
         family, type_, proto, _, _ = addr_info
         sock = socket.socket(family, type_, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         return sock
 
     connector = aiohttp.TCPConnector(

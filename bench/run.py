@@ -391,7 +391,7 @@ for {upstream_events:,} events, converting and writing the cumulative output).
   stream (fresh processes, bench/memory.py). Targets: <= 60 MB idle, <= 64 KiB per stream beyond
   the text.
 - Bytes sent for one 2,000-token completion: {fast:,} to a reader that keeps up, {slow:,} to a
-  reader that sleeps 50 ms per read behind a 64 KiB receive buffer (snapshot skipping at work,
+  reader that sleeps 250 ms per read behind a 16 KiB receive buffer (snapshot skipping at work,
   spec rule 7).
 <!-- bench:end -->"""
     results = BENCH / "RESULTS.md"

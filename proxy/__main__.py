@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
 
     logs.configure(settings.log_level, settings.log_format)
     if settings.event_loop == "uvloop":
-        # measured: about 11 % less CPU per streamed event than asyncio's selector loop, whose
-        # Python-level socket handling dominates the proxy's profile (bench/RESULTS.md)
+        # measured: about 20 % less CPU than asyncio's selector loop on paced streams, where
+        # socket handling dominates the proxy's profile (bench/RESULTS.md)
         import uvloop
 
         uvloop.run(serve(settings))
