@@ -110,6 +110,7 @@ class RequestLog:
     bytes_in: int = 0
     bytes_out: int = 0
     error: str | None = None
+    settled: bool = False  # a converted stream decided its own outcome (rule 8)
 
 
 def route_of(path: str) -> str:
@@ -271,7 +272,7 @@ class ProxyHandler:
                 )
             response = error_response(exc)
         except asyncio.CancelledError:
-            if info.outcome == "ok" and not info.stream:
+            if not info.settled:
                 info.outcome = "client_gone"
             raise
         finally:
@@ -416,6 +417,7 @@ class ProxyHandler:
             info.events_in = sum(stats.events_in.values())
             info.events_out = sum(stats.events_out.values())
             info.bytes_in, info.bytes_out = stats.bytes_in, stats.bytes_out
+            info.settled = True
             if stats.outcome == "ok":
                 info.outcome = "ok"  # even if the client then left before [DONE] (rule 8)
             elif stats.outcome is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -121,6 +122,32 @@ async def test_errors_and_a_client_that_leaves_are_counted(
     assert metrics.requests.labels("convert", "complete", "bad_request")._value.get() == 1
     view = metrics.migration.view()
     assert view["clients"]["anthropic-typescript/0.4"]["errors"] == 1
+
+
+async def test_a_client_that_leaves_before_upstream_headers_is_client_gone(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Stream([FINAL], delay_headers=5.0)
+    client, metrics = await make_proxy()
+    task = asyncio.create_task(
+        client.post(
+            "/v1/complete",
+            json={"prompt": "x", "stream": True},
+            headers={"anthropic-version": "2023-01-01"},
+        )
+    )
+    await asyncio.wait_for(_seen(scripted), 2)
+    task.cancel()
+    await asyncio.wait_for(scripted.disconnected.wait(), 2)
+    await asyncio.sleep(0.05)
+    assert metrics.requests.labels("convert", "complete", "client_gone")._value.get() == 1
+    assert metrics.requests.labels("convert", "complete", "ok")._value.get() == 0
+
+
+async def _seen(scripted: ScriptedUpstream) -> None:
+    while not scripted.seen:  # noqa: ASYNC110 (a list in another server)
+        await asyncio.sleep(0.01)
 
 
 async def test_deprecation_headers_when_switched_on(
