@@ -18,7 +18,7 @@ def main() -> int:
     ap.add_argument("--no-stream", action="store_true")
     args = ap.parse_args()
     client = anthropic.Anthropic(
-        api_key="sk-ant-test-0000", base_url=args.base_url, max_retries=0, timeout=30.0
+        api_key="test-key-not-a-real-key", base_url=args.base_url, max_retries=0, timeout=30.0
     )
     params = dict(
         model="claude-sonnet-4-5",

@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--prompt", default=f"{anthropic.HUMAN_PROMPT} Say hello{anthropic.AI_PROMPT}")
     ap.add_argument("--max-tokens", type=int, default=100)
     ap.add_argument("--model", default="claude-2.0")
-    ap.add_argument("--api-key", default="sk-ant-test-0000000000000000")
+    ap.add_argument("--api-key", default="test-key-not-a-real-key")
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
 

@@ -15,7 +15,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--no-stream", action="store_true")
-    ap.add_argument("--api-key", default="sk-ant-test-0000000000000000")
+    ap.add_argument("--api-key", default="test-key-not-a-real-key")
     args = ap.parse_args()
     client = anthropic.Anthropic(
         api_key=args.api_key, base_url=args.base_url, max_retries=0, timeout=30.0

@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.scripted import FINAL, ScriptedUpstream, Stream, completion
 
 ROOT = Path(__file__).resolve().parents[2]
-LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "sk-ant-test-key-0123456789"}
+LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "test-key-not-a-real-key"}
 BODY = {"model": "claude-2.0", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream": True}
 
 

@@ -26,8 +26,8 @@ from tests.e2e.scripted import (
     completion,
 )
 
-LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "sk-ant-test-key-0123456789"}
-MODERN = {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-test-key-0123456789"}
+LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "test-key-not-a-real-key"}
+MODERN = {"anthropic-version": "2023-06-01", "x-api-key": "test-key-not-a-real-key"}
 STREAM_BODY = {
     "model": "claude-2.0",
     "prompt": "\n\nHuman: hi\n\nAssistant:",

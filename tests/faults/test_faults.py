@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from tests.e2e.scripted import FINAL, OVERLOADED, Respond, ScriptedUpstream, Stream, completion
 from tests.e2e.test_process import ROOT, ProxyProcess, start_proxy, stop
 
-LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "sk-ant-test-key-0123456789"}
+LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "test-key-not-a-real-key"}
 BODY = {"model": "claude-2.0", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream": True}
 DONE = b"data: [DONE]\n\n"
 

@@ -23,7 +23,7 @@ function finish(result, code) {
 setTimeout(() => finish({ ok: false, error: "timeout" }, 3), timeoutS * 1000).unref();
 
 // The SDK logs its errors with console.error; keep them on stderr, out of the JSON line.
-const client = new Client(args["api-key"] ?? "sk-ant-test-0000000000000000", {
+const client = new Client(args["api-key"] ?? "test-key-not-a-real-key", {
   apiUrl: args["base-url"],
 });
 const params = {
