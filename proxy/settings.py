@@ -13,15 +13,17 @@ Unknown keys in the file are errors (they are typos).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from proxy.errors import ConfigError
 
@@ -112,10 +114,23 @@ class Settings:
     messages: MessagesSettings = field(default_factory=MessagesSettings)
 
 
-# Checks beyond the type, by dotted key: (predicate, what must hold).
+_POSITIVE: Final = "must be a number > 0"
+_PORT: Final = "must be a port number 1-65535"
+# An empty host makes asyncio listen on every interface: never what an operator who cleared the
+# variable meant, and for the traffic port it would expose the proxy beyond the pod.
+_HOST: Final = "must not be empty (an empty host listens on every interface)"
+
+# Checks beyond the type, by dotted key: (predicate, what must hold). A float field's type error
+# uses the same words, so "abc", 0 and -1 for a timeout all read "must be a number > 0".
 _RULES: Final[dict[str, tuple[Any, str]]] = {
-    "port": (lambda v: 1 <= v <= 65535, "must be a port number 1-65535"),
-    "admin_port": (lambda v: 1 <= v <= 65535, "must be a port number 1-65535"),
+    "host": (bool, _HOST),
+    "port": (lambda v: 1 <= v <= 65535, _PORT),
+    "admin_host": (bool, _HOST),
+    "admin_port": (lambda v: 1 <= v <= 65535, _PORT),
+    "timeouts.connect": (lambda v: v > 0, _POSITIVE),
+    "timeouts.stream_headers": (lambda v: v > 0, _POSITIVE),
+    "timeouts.headers": (lambda v: v > 0, _POSITIVE),
+    "timeouts.idle": (lambda v: v > 0, _POSITIVE),
     "limits.max_body_bytes": (lambda v: v > 0, "must be > 0"),
     "limits.max_event_bytes": (lambda v: v >= 1024, "must be >= 1024"),
     "limits.max_streams": (lambda v: v > 0, "must be > 0"),
@@ -134,14 +149,28 @@ def _sections() -> dict[str, type]:
     }
 
 
-def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
-    """Turn a TOML value, or an environment string, into the field's type."""
-    from_env = source == "env"
-    shown = f'"{value}"' if isinstance(value, str) else repr(value)
+def _shown(value: Any) -> str:
+    """A value as the operator wrote it: strings quoted, TOML dates and numbers as written."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return repr(value)
+
+
+def _convert(label: str, key: str, hint: Any, value: Any, from_env: bool) -> Any:
+    """Turn a TOML value, or an environment string, into the field's type, or say what is wrong.
+
+    `label` is what the operator set (the dotted key or the variable name), `key` the dotted key.
+    """
+    shown = _shown(value)
+    rule = _RULES.get(key)
     if get_origin(hint) is Literal:
         choices = get_args(hint)
         if value not in choices:
-            raise ConfigError(key, f"must be one of {', '.join(choices)}, got {shown}")
+            raise ConfigError(label, f"must be one of {', '.join(choices)}, got {shown}")
         return value
     if hint is bool:
         if isinstance(value, bool):
@@ -152,51 +181,54 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 return True
             if low in ("false", "0", "no", "off"):
                 return False
-        raise ConfigError(key, f"must be true or false, got {shown}")
+        raise ConfigError(label, f"must be true or false, got {shown}")
+    result: Any = None
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if from_env and isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(key, f"must be a whole number, got {shown}")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            result = value
         elif from_env and isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise ConfigError(key, f"must be a number > 0, got {shown}") from None
-        else:
-            raise ConfigError(key, f"must be a number > 0, got {shown}")
-        if key.startswith("timeouts.") and not number > 0:
-            raise ConfigError(key, f"must be a number > 0, got {shown}")
-        return number
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(key, f"must be a string, got {shown}")
-    if get_origin(hint) is dict:
+            with contextlib.suppress(ValueError):
+                result = int(value.strip())
+        if result is None:
+            raise ConfigError(label, f"must be a whole number, got {shown}")
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            result = float(value)
+        elif from_env and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                result = float(value.strip())
+        # nan and inf (TOML spells them too) would slip past every comparison downstream
+        if result is None or not math.isfinite(result):
+            raise ConfigError(label, f"{rule[1] if rule else 'must be a number'}, got {shown}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(label, f"must be a string in quotes, got {shown}")
+        result = value
+    elif get_origin(hint) is dict:
+        # tables come from TOML; the environment form is name=value pairs separated by commas
         if from_env and isinstance(value, str):
             pairs = [p.partition("=") for p in value.split(",") if p.strip()]
-            if all(sep and k.strip() and v.strip() for k, sep, v in pairs):
-                return {k.strip(): v.strip() for k, _, v in pairs}
-            raise ConfigError(key, f"must be name=value pairs separated by commas, got {shown}")
-        if isinstance(value, dict) and all(
+            if not all(sep and k.strip() and v.strip() for k, sep, v in pairs):
+                raise ConfigError(
+                    label, f"must be name=value pairs separated by commas, got {shown}"
+                )
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
         ):
-            return dict(value)
-        raise ConfigError(key, f"must be a table of names to non-empty strings, got {shown}")
-    if get_origin(hint) is tuple:
+            raise ConfigError(label, f"must be a table of names to non-empty strings, got {shown}")
+        result = dict(value)
+    elif get_origin(hint) is tuple:
         if from_env and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(key, f"must be a list of strings, got {shown}")
-    raise ConfigError(key, f"unsupported setting type {hint!r}")  # pragma: no cover
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(label, f"must be a list of strings, got {shown}")
+        result = tuple(value)
+    else:  # pragma: no cover - a field type the loader does not know yet
+        raise ConfigError(label, f"unsupported setting type {hint!r}")
+    if rule is not None and not rule[0](result):
+        raise ConfigError(label, f"{rule[1]}, got {shown}")
+    return result
 
 
 def _build(cls: type, prefix: str, values: dict[str, Any], env_names: dict[str, str]) -> Any:
@@ -206,13 +238,9 @@ def _build(cls: type, prefix: str, values: dict[str, Any], env_names: dict[str, 
         if f.name in values:
             key = prefix + f.name
             label = env_names.get(key, key)
-            value = _convert(
-                label, hints[f.name], values[f.name], "env" if key in env_names else "file"
+            kwargs[f.name] = _convert(
+                label, key, hints[f.name], values[f.name], from_env=key in env_names
             )
-            rule = _RULES.get(key)
-            if rule is not None and not rule[0](value):
-                raise ConfigError(label, f"{rule[1]}, got {value!r}")
-            kwargs[f.name] = value
     return cls(**kwargs)
 
 
@@ -228,7 +256,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         except FileNotFoundError:
             raise ConfigError("--config", f"no such file: {path}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path}: {exc}") from None
+            # tomllib's message ends with "(at line N, column M)"
+            raise ConfigError(str(path), f"invalid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError("--config", f"{path}: {exc.strerror}") from None
     for key, value in data.items():
@@ -263,22 +292,45 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     settings: Settings = _build(
         Settings, "", {k: v for k, v in data.items() if k in top_level}, env_names
     )
-    settings = dataclasses.replace(settings, **built)
-    _check(settings, env_names)
-    return settings
+    return _check(dataclasses.replace(settings, **built), env_names)
 
 
-def _check(s: Settings, env_names: dict[str, str]) -> None:
+def _http_url(url: str) -> SplitResult | None:
+    """The parts of an http(s) URL with a host and a valid port, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return None
+    return parts
+
+
+# Any address on the host: an equal port on one of these collides with every other address.
+_WILDCARDS: Final = frozenset({"0.0.0.0", "::"})
+
+
+def _check(s: Settings, env_names: dict[str, str]) -> Settings:
+    """Rules across fields, and the ones that need the whole value. Returns the normalised copy."""
+
     def label(key: str) -> str:
         return env_names.get(key, key)
 
-    parts = urlsplit(s.upstream_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    url = s.upstream_url
+    parts = _http_url(url)
+    if parts is None:
+        raise ConfigError(label("upstream_url"), f'must be an http:// or https:// URL, got "{url}"')
+    if parts.username is not None or parts.password is not None:
+        # not echoed: the value holds a credential, and this line goes to the logs
         raise ConfigError(
-            label("upstream_url"), f'must be an http:// or https:// URL, got "{s.upstream_url}"'
+            label("upstream_url"),
+            "must not carry a user or password (the application sends its own API key)",
         )
     if parts.query or parts.fragment:
-        raise ConfigError(label("upstream_url"), "must not have a query or fragment")
+        raise ConfigError(label("upstream_url"), f'must not have a query or fragment, got "{url}"')
     if s.upstream.ca_bundle and not Path(s.upstream.ca_bundle).is_file():
         raise ConfigError(label("upstream.ca_bundle"), f"no such file: {s.upstream.ca_bundle}")
     for key, value in (("deprecation.date", s.deprecation.date),
@@ -290,8 +342,18 @@ def _check(s: Settings, env_names: dict[str, str]) -> None:
                 raise ConfigError(
                     label(key), f'must be a date like 2024-09-30, got "{value}"'
                 ) from None
-    if s.deprecation.link and urlsplit(s.deprecation.link).scheme not in ("http", "https"):
-        raise ConfigError(label("deprecation.link"), "must be an http:// or https:// URL")
-    if (s.host, s.port) == (s.admin_host, s.admin_port):
-        raise ConfigError(label("admin_port"), "must differ from port on the same host")
-    object.__setattr__(s, "upstream_url", s.upstream_url.rstrip("/"))
+    if s.deprecation.link and _http_url(s.deprecation.link) is None:
+        raise ConfigError(
+            label("deprecation.link"),
+            f'must be an http:// or https:// URL, got "{s.deprecation.link}"',
+        )
+    if s.port == s.admin_port:
+        if s.host == s.admin_host:
+            raise ConfigError(label("admin_port"), f"must differ from port ({s.port}) on {s.host}")
+        if {s.host, s.admin_host} & _WILDCARDS:
+            raise ConfigError(
+                label("admin_port"),
+                f"must differ from port ({s.port}): {s.host} and {s.admin_host} overlap",
+            )
+    # a path prefix is kept; the trailing slash goes so that prefix + request path has one slash
+    return dataclasses.replace(s, upstream_url=url.rstrip("/"))
