@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 import aiohttp
 from aiohttp import web
 
-from proxy import jsonfast, legacy
+from proxy import legacy
 from proxy.convert import StreamConverter
 from proxy.errors import (
     BadRequest,
@@ -38,7 +38,7 @@ from proxy.errors import (
 from proxy.logs import get_logger
 from proxy.metrics import Metrics, status_class
 from proxy.settings import Settings
-from proxy.translate.messages import complete_request_to_messages, message_to_completion
+from proxy.translate.messages import message_to_completion, messages_request_body
 from proxy.upstream import Opened, Upstream, end_to_end
 
 SSE_HEADERS: Final = {
@@ -304,7 +304,7 @@ class ProxyHandler:
             info.route = "complete_via_messages"
             legacy_model = fields.get("model")
             via = _Via("messages", legacy_model if isinstance(legacy_model, str) else None)
-            body = jsonfast.dumps(complete_request_to_messages(fields, target))
+            body = messages_request_body(fields, target)
             path = "/v1/messages"
         headers = end_to_end(request.headers)
         headers.popall("content-length", None)  # recomputed for the bytes we send

@@ -7,6 +7,7 @@ import random
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,8 +179,11 @@ def test_pings_dropped_by_setting() -> None:
 
 # -- mutation fuzzing: feed/close never raise, and a stream always ends one of two ways ----------
 
-_SEEDS = [
-    p.read_bytes() for p in sorted((Path(__file__).parent / "transcripts").glob("*.upstream"))
+_SEED_FILES = sorted((Path(__file__).parent / "transcripts").glob("*.upstream"))
+_SEEDS = [p.read_bytes() for p in _SEED_FILES]
+# (kind, upstream bytes): Messages seeds (m*) go through the Messages translator
+_KINDED_SEEDS = [
+    ("messages" if p.name.startswith("m") else "complete", p.read_bytes()) for p in _SEED_FILES
 ]
 
 
@@ -214,6 +218,10 @@ def test_mutated_streams_end_cleanly_or_as_a_failure(
     conv.behind = False
     out += conv.take_pending()
     out += conv.close()
+    assert_ends_cleanly_or_as_a_failure(conv, bytes(out))
+
+
+def assert_ends_cleanly_or_as_a_failure(conv: StreamConverter, out: bytes) -> None:
     assert conv.finished
     if conv.outcome == "ok":
         assert out.endswith(DONE)
@@ -221,3 +229,89 @@ def test_mutated_streams_end_cleanly_or_as_a_failure(
     else:
         assert DONE not in out
         assert b'"error":{' in out.rsplit(b"\n\n", 2)[-2]  # the last event is the error event
+
+
+# JSON values of every type, and the ones no JSON writer can echo: what a confused or hostile
+# upstream may put where a string, an integer or an object belongs
+_ODD_VALUES = [
+    b"null", b"true", b"0", b"-1", b"1.5", b'""', b'"x"', b"[]", b"[0]", b"{}", b'{"a":[1]}',
+    b"NaN", b"Infinity", b"1e400", b"18446744073709551616", b'"\\ud800"',
+    b"[" * 1100 + b"]" * 1100, b"[" * 1010 + b"]" * 1010,
+]  # fmt: skip
+
+
+def _replace_a_value(line: bytes, rnd: random.Random) -> bytes:
+    """``data: {json}`` with one value (at any depth) replaced by an odd one."""
+    try:
+        obj = json.loads(line[6:])
+    except ValueError:  # the seed's own broken line (invalid JSON or UTF-8): keep it
+        return line
+    paths: list[list[str]] = []
+
+    def walk(node: object, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                paths.append([*path, k])
+                walk(v, [*path, k])
+
+    walk(obj, [])
+    if not paths:
+        return line
+    path = rnd.choice(paths)
+    marker = "\x00odd\x00"
+    node = obj
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = marker
+    text = json.dumps(obj).encode().replace(json.dumps(marker).encode(), rnd.choice(_ODD_VALUES))
+    return b"data: " + text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.sampled_from(_KINDED_SEEDS),
+    rnd=st.randoms(use_true_random=False),
+    n_mutations=st.integers(1, 4),
+)
+def test_values_of_the_wrong_type_end_cleanly_or_as_a_failure(
+    seed: tuple[str, bytes], rnd: random.Random, n_mutations: int
+) -> None:
+    """Well-formed events whose values have the wrong type, nest too deep or are not JSON at all:
+    both translators end the stream as ok or as the legacy error event, and raise nothing."""
+    kind, data = seed
+    lines = data.split(b"\n")
+    data_lines = [i for i, line in enumerate(lines) if line.startswith(b"data: {")]
+    if not data_lines:
+        return
+    for _ in range(n_mutations):
+        i = rnd.choice(data_lines)
+        lines[i] = _replace_a_value(lines[i], rnd) if lines[i].startswith(b"data: {") else lines[i]
+    conv = StreamConverter(kind, event_id="req_1")  # type: ignore[arg-type]
+    out = conv.feed(b"\n".join(lines)) + conv.close()
+    assert_ends_cleanly_or_as_a_failure(conv, out)
+    for line in out.split(b"\n"):
+        if line.startswith(b"data: {"):
+            json.loads(line[6:], parse_constant=lambda c: pytest.fail(f"{c} written out"))
+
+
+def test_error_event_wording_without_a_message_and_with_an_unechoable_error() -> None:
+    conv = StreamConverter()
+    out = conv.feed(b'event: error\ndata: {"error": {"type": "overloaded_error"}}\n\n')
+    assert legacy_events(out)[-1]["exception"] == "overloaded_error"  # no ": None"
+    conv = StreamConverter()
+    deep = b"[" * 1010 + b"]" * 1010  # orjson reads it; json cannot write it back
+    out = conv.feed(b'event: error\ndata: {"error": {"type": "x", "d": ' + deep + b"}}\n\n")
+    assert conv.outcome == "invalid_event"
+    assert legacy_events(out)[-1]["exception"] == "api_error: upstream sent an invalid event"
+
+
+def test_a_held_snapshot_superseded_by_a_live_one_counts_as_skipped() -> None:
+    conv = StreamConverter()
+    conv.feed(completion("a"))
+    conv.behind = True
+    conv.feed(completion("b"))  # held
+    conv.behind = False
+    conv.feed(completion("c"))  # sent, superseding the held "ab"
+    assert conv.take_pending() == b""
+    assert conv.stats().snapshots_skipped == 1
+    assert conv.stats().events_out["snapshot"] == 2

@@ -57,7 +57,8 @@ def test_event_ids_per_client() -> None:
 
 def test_parse_request() -> None:
     assert parse_request(b'{"stream": true}') == {"stream": True}
-    for bad in (b"", b"{", b"[1]", b"\xff", b'"x"'):
+    deep = b"[" * 3000 + b"]" * 3000  # too deep for json's recursive parser
+    for bad in (b"", b"{", b"[1]", b"\xff", b'"x"', deep, b'{"a": NaN}', b'{"a": 1e400}'):
         with pytest.raises(BadRequest):
             parse_request(bad)
 
@@ -79,6 +80,7 @@ def test_legacy_completion_body_restores_removed_fields() -> None:
     )
     assert legacy_completion_body(b"not json") is None
     assert legacy_completion_body(b"[]") is None
+    assert legacy_completion_body(b"[" * 3000 + b"]" * 3000) is None  # passed through as is
 
 
 def test_error_body() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from proxy.errors import BadRequest
@@ -12,6 +13,7 @@ from proxy.translate.messages import (
     complete_request_to_messages,
     map_stop,
     message_to_completion,
+    messages_request_body,
     prompt_to_messages,
 )
 
@@ -116,3 +118,23 @@ def test_non_streaming_message_to_completion() -> None:
     }  # fmt: skip
     assert (dropped, known) == (1, True)
     assert message_to_completion(b'{"type": "error"}', None) is None
+
+
+def test_non_streaming_bodies_with_odd_values_never_raise() -> None:
+    body = {
+        "id": "msg_1",
+        "content": [{"type": "text", "text": None}, {"type": "text", "text": "a"}],
+    }
+    out = message_to_completion(json.dumps(body).encode(), None)
+    assert out is not None and json.loads(out[0])["completion"] == "a"
+    out = message_to_completion(b'{"content": [], "stop_reason": ["x"]}', None)
+    assert out is not None and out[2] is False  # an unknown stop reason, counted
+    assert message_to_completion(b"[" * 3000 + b"]" * 3000, None) is None
+
+
+def test_a_request_too_deep_to_write_back_is_a_bad_request() -> None:
+    deep = orjson.loads("[" * 1010 + "]" * 1010)  # orjson reads it; json cannot write it back
+    body = {"prompt": "\n\nHuman: Hi\n\nAssistant:", "max_tokens_to_sample": 5, "top_k": deep}
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        messages_request_body(body, "m")
+    assert json.loads(messages_request_body({**body, "top_k": 5}, "m"))["top_k"] == 5

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from proxy import jsonfast
-from proxy.errors import STREAM_ERROR_MESSAGES, StreamErrorReason
+from proxy.errors import STREAM_ERROR_MESSAGES, StreamError, StreamErrorReason
 from proxy.jsonfast import escape_str
 
 DONE: Final = b"data: [DONE]\n\n"
@@ -70,21 +70,34 @@ class LegacyStream:
         ``stop_reason`` is set (rules 1, 2). The per-event hot path: one call per event."""
         if self.finished:
             return b""
-        if delta:
-            self._text += escape_str(delta)
         fields = (stop_reason, stop, model, log_id, upstream_id)
         if fields != self._fields:
-            self._fields = fields
+            # encoded before anything changes: an event that cannot be encoded adds no text
             self._middle = self._encode_fields(fields)
+            self._fields = fields
+        if delta:
+            self._text += escape_str(delta)
         if stop_reason is not None:
             return self.finish()
         if self.behind:
             return self.snapshot()  # held as pending
-        self._pending = False
+        if self._pending:  # a held snapshot superseded by this one before it was taken
+            self._pending = False
+            self.snapshots_skipped += 1
         self.out_counts["snapshot"] += 1
         if self._id_line:
             return self._render(_TAIL_OK, "snapshot", counted=True)
         return b"".join((_HEAD, self._text, self._middle, _TAIL_OK))
+
+    def set_fields(self, stop: Any, model: Any, log_id: Any, upstream_id: Any) -> None:
+        """Take field values that come with no text (Messages' message_start): nothing is
+        rendered, so the one-time ``id:`` line waits for the first event actually written."""
+        if self.finished:
+            return
+        fields = (self._fields[0], stop, model, log_id, upstream_id)
+        if fields != self._fields:
+            self._middle = self._encode_fields(fields)
+            self._fields = fields
 
     @property
     def fields(self) -> tuple[Any, ...]:
@@ -102,7 +115,7 @@ class LegacyStream:
                 self.snapshots_skipped += 1
             self._pending = True
             return b""
-        self._pending = False
+        self._supersede_pending()
         return self._render(_TAIL_OK, "snapshot")
 
     def take_pending(self) -> bytes:
@@ -141,16 +154,21 @@ class LegacyStream:
         if self.finished:
             return b""
         self._supersede_pending()
+        try:
+            error_json = jsonfast.dumps(error) if error is not None else b""
+        except ValueError:  # an upstream error object no JSON writer can echo (rule 6)
+            reason, error, exception = "invalid_event", None, None
         if error is None:
             error = {"type": "api_error", "message": STREAM_ERROR_MESSAGES[reason]}
+            error_json = jsonfast.dumps(error)
         if exception is None:
-            exception = f"{error.get('type')}: {error.get('message')}"
+            exception = _readable(error)
         middle = self._encode_fields((None, *self._fields[1:]))
         tail = (
             b',"truncated":false,"exception":'
             + jsonfast.dumps(exception)
             + b',"error":'
-            + jsonfast.dumps(error)
+            + error_json
             + b"}\n\n"
         )
         out = self._render(tail, "error", middle)
@@ -183,15 +201,25 @@ class LegacyStream:
         if log_id is None:
             log_id = upstream_id
         d = jsonfast.dumps
-        return b"".join(
-            (
-                b'","stop_reason":',
-                d(stop_reason),
-                b',"stop":',
-                d(stop),
-                b',"model":',
-                d(model),
-                b',"log_id":',
-                d(log_id),
+        try:
+            return b"".join(
+                (
+                    b'","stop_reason":',
+                    d(stop_reason),
+                    b',"stop":',
+                    d(stop),
+                    b',"model":',
+                    d(model),
+                    b',"log_id":',
+                    d(log_id),
+                )
             )
-        )
+        except ValueError:  # a value no JSON writer can echo (nested too deep)
+            raise StreamError("invalid_event") from None
+
+
+def _readable(error: dict[str, Any]) -> str:
+    """``exception`` for an error object: "overloaded_error: Overloaded" (spec rule 5), without
+    a "None" where the upstream left a part out."""
+    parts = [str(error[k]) for k in ("type", "message") if error.get(k) is not None]
+    return ": ".join(parts) or "upstream error"

@@ -41,9 +41,9 @@ OTHER_STOP: Final = ("stop_sequence", None)
 _CARRIED: Final = ("stop_sequences", "temperature", "top_p", "top_k", "stream")
 
 
-def map_stop(stop_reason: str | None, stop_sequence: Any) -> tuple[str, Any, bool]:
+def map_stop(stop_reason: Any, stop_sequence: Any) -> tuple[str, Any, bool]:
     """(legacy stop_reason, legacy stop, whether the reason was one the table knows)."""
-    known = STOP_REASONS.get(stop_reason or "")
+    known = STOP_REASONS.get(stop_reason) if isinstance(stop_reason, str) else None
     legacy, stop = known or OTHER_STOP
     if stop is None and stop_reason == "stop_sequence":
         stop = stop_sequence
@@ -104,6 +104,17 @@ def complete_request_to_messages(body: Mapping[str, Any], model: str) -> dict[st
     return out
 
 
+def messages_request_body(body: Mapping[str, Any], model: str) -> bytes:
+    """``complete_request_to_messages`` as the bytes sent upstream. A value that reads as JSON
+    but cannot be written back (nested deeper than the encoder goes) is the client's bad input."""
+    try:
+        return jsonfast.dumps(complete_request_to_messages(body, model))
+    except ValueError:
+        raise BadRequest(
+            "request body cannot be translated: a value is nested too deeply"
+        ) from None
+
+
 def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes, int, bool] | None:
     """A non-streaming Messages response as a legacy completion body (spec sections 3 and 6).
 
@@ -116,7 +127,9 @@ def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes,
     if type(msg) is not dict or not isinstance(msg.get("content"), list):
         return None
     text = "".join(
-        b.get("text", "") for b in msg["content"] if isinstance(b, dict) and b.get("type") == "text"
+        t
+        for b in msg["content"]
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(t := b.get("text"), str)
     )
     dropped = sum(
         1 for b in msg["content"] if not (isinstance(b, dict) and b.get("type") == "text")
@@ -134,6 +147,14 @@ def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes,
         "exception": None,
     }
     return jsonfast.dumps(completion), dropped, known
+
+
+def _index(event: dict[str, Any]) -> int:
+    """A content block's index: an integer (-1 when absent), or the event is invalid (rule 6)."""
+    index = event.get("index", -1)
+    if type(index) is not int:
+        raise StreamError("invalid_event")
+    return index
 
 
 class MessagesTranslator:
@@ -182,8 +203,9 @@ class MessagesTranslator:
         out = self.out
         _, stop, model, log_id, upstream_id = out.fields
         model = self._legacy_model or message.get("model", model)
-        out.update("", None, stop, model, log_id, message.get("id", upstream_id))
-        return b""  # nothing to show yet; the first text makes the first snapshot
+        # nothing to show yet: the first text makes the first snapshot (and carries the id line)
+        out.set_fields(stop, model, log_id, message.get("id", upstream_id))
+        return b""
 
     def _block_start(self, data: str) -> bytes:
         obj = parse_object(data)
@@ -191,7 +213,7 @@ class MessagesTranslator:
         if type(block) is not dict:
             raise StreamError("invalid_event")
         if block.get("type") != "text":
-            self._skip.add(obj.get("index", -1))
+            self._skip.add(_index(obj))
             self.counts["dropped_blocks"] += 1
             return b""
         text = block.get("text", "")
@@ -202,7 +224,7 @@ class MessagesTranslator:
         delta = obj.get("delta")
         if type(delta) is not dict:
             raise StreamError("invalid_event")
-        if obj.get("index") in self._skip or delta.get("type") != "text_delta":
+        if _index(obj) in self._skip or delta.get("type") != "text_delta":
             return b""  # part of a non-text block (already counted once, at its start)
         text = delta.get("text")
         if type(text) is not str:
@@ -217,9 +239,12 @@ class MessagesTranslator:
         delta = parse_object(data).get("delta")
         if type(delta) is not dict:
             raise StreamError("invalid_event")
-        if delta.get("stop_reason") is None:
+        stop_reason = delta.get("stop_reason")
+        if stop_reason is None:
             return b""
-        return self._finish(delta.get("stop_reason"), delta.get("stop_sequence"))
+        if type(stop_reason) is not str:
+            raise StreamError("invalid_event")
+        return self._finish(stop_reason, delta.get("stop_sequence"))
 
     def _message_stop(self, data: str) -> bytes:
         return self._finish("end_turn", None)  # only reached if no message_delta finished it

@@ -309,11 +309,13 @@ async def test_bad_json_is_400_and_not_forwarded(
 ) -> None:
     scripted, _ = upstream
     client, metrics = await make_proxy()
-    resp = await client.post("/v1/complete", data=b'{"prompt": ', headers=LEGACY)
-    assert resp.status == 400
-    assert (await resp.json())["error"]["type"] == "invalid_request_error"
+    # truncated JSON, and JSON nested too deep for the parser (once a 500 and a traceback)
+    for body in (b'{"prompt": ', b"[" * 3000, b'{"a": ' * 3000):
+        resp = await client.post("/v1/complete", data=body, headers=LEGACY)
+        assert resp.status == 400
+        assert (await resp.json())["error"]["type"] == "invalid_request_error"
     assert scripted.seen == []
-    assert metrics.requests.labels("convert", "complete", "bad_request")._value.get() == 1
+    assert metrics.requests.labels("convert", "complete", "bad_request")._value.get() == 3
 
 
 async def test_body_over_limit_is_413_and_not_forwarded(
