@@ -185,7 +185,7 @@ def load(
     if slow:
         argv.append("--slow-reader")
     cpu0 = cpu_seconds(stack.proxy.pid)
-    out = subprocess.run(argv, capture_output=True, timeout=300, check=True)
+    out = subprocess.run(argv, capture_output=True, timeout=120, check=True)
     proxy_cpu = cpu_seconds(stack.proxy.pid) - cpu0
     data = json.loads(out.stdout)
     streams = data["streams"]
