@@ -191,7 +191,16 @@ async def test_bad_input_at_the_edge(env: tuple[ScriptedUpstream, ProxyProcess])
         return await loop.run_in_executor(None, raw_request, port, data, half_close)
 
     legacy = b"Connection: close\r\nanthropic-version: 2023-01-01\r\nx-api-key: k\r\n"
+    # shaped like a real key (built here so no key-shaped literal sits in the repository)
+    key = b"sk-ant-" + b"api03-" + b"edgeSECRETedgeSECRET0123456789"
     cases = {
+        # aiohttp's parser quotes the bytes around a fault in its error: the key sits right there
+        "control character in a key": b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nx-api-key: "
+        + key + b"\x01\r\nContent-Length: 2\r\n\r\n{}",
+        "key in an oversized header": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nauthorization: "
+        + b"Bearer " + key + b"A" * 20000 + b"\r\n\r\n",
+        "bad chunk after a key": b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nx-api-key: " + key
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}",
         "malformed request line": b"GARBAGE\r\n\r\n",
         "malformed header": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         b"no colon here\r\n\r\n",
@@ -225,6 +234,10 @@ async def test_bad_input_at_the_edge(env: tuple[ScriptedUpstream, ProxyProcess])
     for seen in up.seen:
         assert seen.headers["Host"].startswith("127.0.0.1:"), seen.headers["Host"]
     await still_serves(up, p)
+    assert await stop(p) == 0
+    logged = await p.output()
+    assert "request.malformed" in logged  # the check reads the lines aiohttp wrote
+    assert key.decode() not in logged and "edgeSECRET" not in logged
 
 
 async def test_sigterm_with_100_streams_in_flight_cuts_none(
