@@ -68,9 +68,10 @@ def create_admin_app(metrics: Metrics, state: ServerState) -> web.Application:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run both apps until SIGTERM/SIGINT (or ``stop``), then drain (issue 4, item 8):
-    readiness flips to 503, the listener closes, streams in flight run on until
-    ``shutdown.drain_seconds``; converted streams still open then end with the legacy error
-    event (spec rule 6); then everything closes and the function returns (exit status 0)."""
+    readiness flips to 503, the listener closes, requests in flight run on until
+    ``shutdown.drain_seconds``; then every request still open is interrupted: converted streams
+    end with the legacy error event (spec rule 6), requests not yet answered get a 503, relayed
+    bodies are cut; then everything closes and the function returns (exit status 0)."""
     log = get_logger()
     metrics = Metrics(
         client_allowlist=settings.metrics.client_allowlist,
@@ -83,7 +84,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         app,
         handler_cancellation=True,  # a client that leaves cancels its upstream request
         access_log=None,  # one structured line per request comes from the handler instead
-        shutdown_timeout=5.0,
+        # what is still running once the drain above is over is stuck: do not wait on it long
+        shutdown_timeout=1.0,
     )
     admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
     await runner.setup()
@@ -116,10 +118,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await asyncio.wait_for(state.idle.wait(), timeout=drain)
     except TimeoutError:
         log.warning("proxy.drain_deadline", still_open=state.in_flight)
-        for stream in list(state.streams):
-            stream.end_now()
+        state.end_all()
+        # each request ends itself at once; a converted stream gives its error event up to a
+        # second to reach a client that is behind
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.idle.wait(), timeout=2.0)
+            await asyncio.wait_for(state.idle.wait(), timeout=3.0)
     await runner.cleanup()
     await admin_runner.cleanup()
     log.info("proxy.stopped")

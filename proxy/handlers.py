@@ -12,12 +12,13 @@ never stops and nothing queues up; the writer sends the held snapshot when the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -25,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy import legacy
-from proxy.convert import StreamConverter
+from proxy.convert import Stats, StreamConverter
 from proxy.errors import (
     BadRequest,
     Overloaded,
@@ -60,34 +61,47 @@ class _Via:
 
 
 @dataclass(eq=False)
-class ActiveStream:
-    """A converted stream in flight, as the shutdown drain sees it."""
-
-    deadline: asyncio.Timeout | None = None
-    drain_deadline_passed: bool = False
-
-    def end_now(self) -> None:
-        """The drain deadline passed: end the stream as spec rule 6 says."""
-        self.drain_deadline_passed = True
-        if self.deadline is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time())
-
-
-@dataclass(eq=False)
 class ServerState:
+    """Requests in flight, as the overload cap and the shutdown drain see them."""
+
     draining: bool = False
+    deadline_passed: bool = False
     in_flight: int = 0
-    streams: set[ActiveStream] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def enter(self) -> None:
         self.in_flight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         self.idle.clear()
 
     def leave(self) -> None:
         self.in_flight -= 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.discard(task)
         if self.in_flight == 0:
             self.idle.set()
+
+    def end_all(self) -> None:
+        """The drain deadline passed: interrupt every request still in flight. Each ends as it
+        must: a converted stream with the legacy error event (spec rule 6), a request not yet
+        answered with a 503, a relayed body by a cut."""
+        self.deadline_passed = True
+        for task in self.tasks:
+            task.cancel()
+
+    def deadline_cancel(self) -> bool:
+        """Called where a request task caught CancelledError: True, with the cancellation taken
+        back, when it was the drain deadline's (the handler then ends the request itself);
+        False when the client left (the cancellation goes on)."""
+        task = asyncio.current_task()
+        if not self.deadline_passed or task is None or task.cancelling() == 0:
+            return False
+        task.uncancel()
+        return True
 
 
 @dataclass
@@ -148,23 +162,59 @@ def deprecation_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
-def _decompressor(encoding: str | None) -> Callable[[bytes], bytes] | None:
+class Inflater:
     """Converted requests ask for identity; if the upstream compresses anyway, undo it before
-    conversion (spec section 4)."""
-    enc = (encoding or "identity").strip().lower()
-    if enc == "identity":
-        return None
-    if enc in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
-    if enc == "deflate":
-        return zlib.decompressobj().decompress
-    raise UpstreamError(f"upstream used an unsupported content encoding: {enc[:32]}")
+    conversion (spec section 4), in bounded pieces: one small gzip read can inflate a thousand
+    times over, and nothing downstream should ever hold more than ``READ_CHUNK`` of it at once."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, encoding: str) -> None:
+        enc = encoding.strip().lower()
+        if enc in ("gzip", "x-gzip"):
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._d = zlib.decompressobj()
+        else:
+            raise UpstreamError(f"upstream used an unsupported content encoding: {enc[:32]}")
+
+    @staticmethod
+    def for_response(up: aiohttp.ClientResponse) -> Inflater | None:
+        enc = up.headers.get("content-encoding", "identity").strip().lower()
+        return None if enc == "identity" else Inflater(enc)
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        data = chunk
+        while data:
+            try:
+                out = self._d.decompress(data, READ_CHUNK)
+            except zlib.error:
+                raise UpstreamError("upstream sent a corrupt compressed body") from None
+            data = self._d.unconsumed_tail
+            if out:
+                yield out
+
+    def check_complete(self) -> None:
+        """At the end of the body: a compressed stream cut short is as corrupt as a bad one."""
+        if not self._d.eof:
+            raise UpstreamError("upstream sent a corrupt compressed body: it ends too soon")
 
 
 class _ClientWriter:
     """The writer half of a converted stream (see the module docstring)."""
 
-    __slots__ = ("_conv", "_done", "_first_t", "_hist", "_parts", "_resp", "_wake", "failed")
+    __slots__ = (
+        "_conv",
+        "_done",
+        "_first_t",
+        "_hist",
+        "_parts",
+        "_resp",
+        "_wake",
+        "bytes_written",
+        "delivered_end",
+        "failed",
+    )
 
     def __init__(self, resp: web.StreamResponse, conv: StreamConverter, hist: Any) -> None:
         self._resp = resp
@@ -175,6 +225,9 @@ class _ClientWriter:
         self._wake = asyncio.Event()
         self._done = False
         self.failed = False
+        self.bytes_written = 0
+        # the final event (and [DONE]) reached the client transport: the stream is "ok" (rule 8)
+        self.delivered_end = False
 
     def push(self, data: bytes, arrived: float) -> None:
         if data:
@@ -189,6 +242,7 @@ class _ClientWriter:
 
     async def run(self) -> None:
         conv = self._conv
+        clock = time.perf_counter
         try:
             while True:
                 await self._wake.wait()
@@ -201,14 +255,23 @@ class _ClientWriter:
                     data += conv.take_pending()
                     if not data:
                         break
+                    # push() and the converter's finishing happen in one step of the reader, so
+                    # once it is finished its last bytes are in ``data`` or were written before
+                    ends_ok = conv.outcome == "ok"
                     if self._first_t is not None:
                         # handed to the transport synchronously inside write(); any wait after
                         # that is the client's backpressure, not the proxy's latency
-                        self._hist.observe(time.perf_counter() - self._first_t)
+                        self._hist.observe(clock() - self._first_t)
                         self._first_t = None
                     conv.behind = True
                     await self._resp.write(data)
                     conv.behind = False
+                    self.bytes_written += len(data)
+                    self.delivered_end = ends_ok
+                    if self._parts:
+                        # bytes that arrived while the client held the write up: the proxy's
+                        # own time for them starts now
+                        self._first_t = clock()
                 if self._done:
                     return
         except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
@@ -235,13 +298,13 @@ class ProxyHandler:
         info = RequestLog(request_id="req_proxy_" + uuid.uuid4().hex[:20], method=request.method)
         response: web.StreamResponse | None = None
         counted = False
+        info.route = route_of(request.path)
         try:
             if self.state.draining:
                 raise ShuttingDown("the proxy is shutting down; retry")
             mode = legacy.classify(
                 request.headers.get("anthropic-version"), self.settings.legacy.missing_version
             )
-            info.route = route_of(request.path)
             if mode == "reject":
                 raise BadRequest("the anthropic-version header is required")
             is_legacy = mode == "legacy"
@@ -259,10 +322,18 @@ class ProxyHandler:
             self.state.enter()
             self.metrics.streams_in_progress.labels(info.mode).inc()
             counted = True
-            if convert:
-                response = await self._convert(request, info)
-            else:
-                response = await self._passthrough(request, info, is_legacy)
+            try:
+                if convert:
+                    response = await self._convert(request, info)
+                else:
+                    response = await self._passthrough(request, info, is_legacy)
+            except asyncio.CancelledError:
+                # streams that had started end themselves at the deadline; this one had not
+                if not self.state.deadline_cancel():
+                    raise
+                raise ShuttingDown(
+                    "the proxy shut down before the upstream answered; retry"
+                ) from None
         except ProxyError as exc:
             info.error = exc.message
             info.outcome = _OUTCOME_OF.get(type(exc), "upstream_error")
@@ -271,6 +342,8 @@ class ProxyHandler:
                     "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
                 )
             response = error_response(exc)
+            if isinstance(exc, ShuttingDown):
+                response.force_close()  # a kept-alive client must reconnect, to another replica
         except asyncio.CancelledError:
             if not info.settled:
                 info.outcome = "client_gone"
@@ -306,7 +379,7 @@ class ProxyHandler:
             via = _Via("messages", legacy_model if isinstance(legacy_model, str) else None)
             body = messages_request_body(fields, target)
             path = "/v1/messages"
-        headers = end_to_end(request.headers)
+        headers = end_to_end(request.headers, lower=True)
         headers.popall("content-length", None)  # recomputed for the bytes we send
         headers["anthropic-version"] = legacy.UPSTREAM_VERSION
         headers["accept-encoding"] = "identity"
@@ -337,10 +410,18 @@ class ProxyHandler:
     async def _complete_body(
         self, up: aiohttp.ClientResponse, info: RequestLog, via: _Via
     ) -> web.Response:
-        raw = await _read_upstream(up, self.settings.limits.max_body_bytes)
-        decompress = _decompressor(up.headers.get("content-encoding"))
-        if decompress is not None:
-            raw = decompress(raw)
+        limit = self.settings.limits.max_body_bytes
+        raw = await _read_upstream(up, limit)
+        inflater = Inflater.for_response(up)
+        if inflater is not None:
+            size, parts = 0, []
+            for piece in inflater.pieces(raw):
+                size += len(piece)
+                if size > limit:  # checked on what it inflates to, not on the wire bytes
+                    raise UpstreamError("upstream response body is too large")
+                parts.append(piece)
+            inflater.check_complete()
+            raw = b"".join(parts)
         ctype = up.headers.get("content-type", "")
         converted: bytes | None = None
         if "json" not in ctype.lower():
@@ -372,7 +453,7 @@ class ProxyHandler:
         self, request: web.Request, up: aiohttp.ClientResponse, info: RequestLog, via: _Via
     ) -> web.StreamResponse:
         settings = self.settings
-        decompress = _decompressor(up.headers.get("content-encoding"))
+        inflater = Inflater.for_response(up)
         sdk = legacy.client_id(request.headers.get("anthropic-sdk"), None, None)
         event_id = (
             info.request_id if legacy.wants_event_ids(settings.legacy.event_ids, sdk) else None
@@ -388,51 +469,62 @@ class ProxyHandler:
         if "request-id" in up.headers:
             resp.headers["request-id"] = up.headers["request-id"]
         await resp.prepare(request)
+        info.status = resp.status
         if request.transport is not None:
             request.transport.set_write_buffer_limits(high=settings.limits.write_high_water_bytes)
         writer = _ClientWriter(resp, conv, self.metrics.added_latency)
         writer_task = asyncio.create_task(writer.run())
-        active = ActiveStream()
-        self.state.streams.add(active)
+        deadline = False
         try:
             try:
-                async with asyncio.timeout(None) as deadline:
-                    active.deadline = deadline
-                    await self._pump(up, conv, writer, decompress)
-            except TimeoutError:
-                # only the drain deadline reschedules this timeout (spec rule 6)
+                await self._pump(up, conv, writer, inflater)
+            except asyncio.CancelledError:
+                if not self.state.deadline_cancel():
+                    raise
+                deadline = True  # shutdown's drain deadline passed (spec rule 6)
                 writer.push(conv.abort("drain_deadline"), time.perf_counter())
             writer.finish()
-            await writer_task
-            if conv.failed or writer.failed:
+            try:
+                # past the deadline the error event gets a moment, not the client's pace
+                await (asyncio.wait_for(writer_task, 1.0) if deadline else writer_task)
+            except TimeoutError:
+                writer.failed = True
+            except asyncio.CancelledError:
+                if not self.state.deadline_cancel():
+                    raise
+                deadline = True  # the client was behind when the drain deadline passed
+                writer_task.cancel()
+                writer.failed = True
+            if conv.failed or writer.failed or not writer.delivered_end:
                 _end_abnormally(request)
             else:
                 await resp.write_eof()
+                await _finish_for_reuse(up)
             return resp
         finally:
-            self.state.streams.discard(active)
             if not writer_task.done():
                 writer_task.cancel()
             stats = conv.stats()
             info.events_in = sum(stats.events_in.values())
             info.events_out = sum(stats.events_out.values())
-            info.bytes_in, info.bytes_out = stats.bytes_in, stats.bytes_out
+            info.bytes_in, info.bytes_out = stats.bytes_in, writer.bytes_written
             info.settled = True
-            if stats.outcome == "ok":
+            if stats.outcome == "ok" and writer.delivered_end:
                 info.outcome = "ok"  # even if the client then left before [DONE] (rule 8)
-            elif stats.outcome is not None:
-                info.outcome = "stream_error"
-                info.error = stats.outcome
+            elif stats.outcome not in (None, "ok"):
+                info.outcome, info.error = "stream_error", stats.outcome
+            elif deadline:
+                info.outcome, info.error = "stream_error", "drain_deadline"
             else:
-                info.outcome = "client_gone"
-            self._record_stream(stats)
+                info.outcome = "client_gone"  # it left before the final event reached it
+            self._record_stream(stats, writer.bytes_written)
 
     async def _pump(
         self,
         up: aiohttp.ClientResponse,
         conv: StreamConverter,
         writer: _ClientWriter,
-        decompress: Callable[[bytes], bytes] | None,
+        inflater: Inflater | None,
     ) -> None:
         clock = time.perf_counter
         push = writer.push
@@ -440,17 +532,20 @@ class ProxyHandler:
         try:
             async for chunk in up.content.iter_any():
                 t = clock()
-                push(feed(decompress(chunk) if decompress else chunk), t)
+                if inflater is None:
+                    push(feed(chunk), t)
+                else:
+                    for piece in inflater.pieces(chunk):
+                        push(feed(piece), t)
                 if conv.finished or writer.failed:
                     return
             push(conv.close(), clock())
-        except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ServerTimeoutError):
-                push(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
-            else:
-                raise  # the drain deadline: handled by the caller
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, zlib.error):
+        except aiohttp.ServerTimeoutError:
+            push(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
             push(conv.abort("upstream_closed"), clock())
+        except UpstreamError:  # a corrupt compressed body
+            push(conv.abort("invalid_event"), clock())
 
     # -- everything else -----------------------------------------------------------------------
 
@@ -460,19 +555,25 @@ class ProxyHandler:
         limit = self.settings.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        headers = end_to_end(request.headers)
+        headers = end_to_end(request.headers, lower=True)
         if is_legacy:
             # the route did not exist in 2023-01-01: no legacy shape to restore (spec section 5)
             headers["anthropic-version"] = legacy.UPSTREAM_VERSION
-        body = _limited_body(request, limit) if request.body_exists else None
-        opened = await self.upstream.open(
-            request.method,
-            request.rel_url.raw_path_qs,
-            headers,
-            body,
-            headers_timeout=self.settings.timeouts.headers,
-            read_timeout=self.settings.timeouts.headers,
-        )
+        body = _LimitedBody(request, limit) if request.body_exists else None
+        t = self.settings.timeouts
+        try:
+            opened = await self.upstream.open(
+                request.method,
+                request.rel_url.raw_path_qs,
+                headers,
+                body,
+                headers_timeout=t.headers,
+                read_timeout=t.headers,
+            )
+        except UpstreamError:
+            if body is not None and body.too_large:  # aiohttp reports it as a broken connection
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
+            raise
         up = opened.response
         try:
             self._note_upstream(info, opened)
@@ -482,20 +583,38 @@ class ProxyHandler:
             for k, v in end_to_end(up.headers).items():
                 resp.headers.add(k, v)
             await resp.prepare(request)
+            info.status = resp.status
             try:
-                async for chunk in up.content.iter_any():
-                    info.bytes_in += len(chunk)
-                    await resp.write(chunk)
-                info.bytes_out = info.bytes_in
+                await self._relay(up, resp, info, t.idle)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-                info.outcome = "stream_error"
-                info.error = "upstream_closed"
+                info.outcome, info.error = "stream_error", "upstream_closed"
                 _end_abnormally(request)  # a cut body must not look complete downstream
+                return resp
+            except asyncio.CancelledError:
+                if not self.state.deadline_cancel():
+                    raise
+                info.outcome, info.error = "stream_error", "drain_deadline"
+                _end_abnormally(request)
                 return resp
             await resp.write_eof()
             return resp
         finally:
             up.close()
+
+    @staticmethod
+    async def _relay(
+        up: aiohttp.ClientResponse, resp: web.StreamResponse, info: RequestLog, idle: float
+    ) -> None:
+        """Relay the body as received. Silence from the upstream past ``idle`` is a failure;
+        time spent waiting for a slow client is not counted as the upstream's silence."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(loop.time() + idle) as silence:
+            async for chunk in up.content.iter_any():
+                silence.reschedule(None)
+                info.bytes_in += len(chunk)
+                await resp.write(chunk)
+                info.bytes_out += len(chunk)
+                silence.reschedule(loop.time() + idle)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -504,7 +623,8 @@ class ProxyHandler:
         info.upstream_status_class = status_class(opened.response.status)
         info.upstream_first_byte_s = opened.first_byte_s
 
-    def _record_stream(self, stats: Any) -> None:
+    def _record_stream(self, stats: Stats, bytes_written: int) -> None:
+        """``bytes_written``: what reached the client transport, not what the converter made."""
         m = self.metrics
         for kind, n in stats.events_in.items():
             if n:
@@ -513,7 +633,7 @@ class ProxyHandler:
             if n:
                 m.legacy_events.labels(kind).inc(n)
         m.stream_bytes.labels("in").inc(stats.bytes_in)
-        m.stream_bytes.labels("out").inc(stats.bytes_out)
+        m.stream_bytes.labels("out").inc(bytes_written)
         if stats.snapshots_skipped:
             m.snapshots_skipped.inc(stats.snapshots_skipped)
         if stats.events_in.get("unknown"):
@@ -593,13 +713,39 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def _limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+class _LimitedBody:
+    """A request body streamed upstream, cut at ``limit`` bytes. ``too_large`` tells the handler
+    why the upstream request failed: aiohttp reports an error raised here as a broken
+    connection."""
+
+    __slots__ = ("_limit", "_request", "too_large")
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._request.content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > self._limit:
+                self.too_large = True
+                raise PayloadTooLarge(f"request body is larger than {self._limit} bytes")
+            yield chunk
+
+
+async def _finish_for_reuse(up: aiohttp.ClientResponse) -> None:
+    """After a converted stream's final event the body's last bytes (Messages' message_stop, the
+    chunked terminator) usually follow at once. Reading them, briefly and boundedly, lets the
+    connection go back to the pool: otherwise the next stream pays a new TCP and TLS handshake."""
     size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        yield chunk
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(1.0):
+            async for chunk in up.content.iter_any():
+                size += len(chunk)
+                if size > READ_CHUNK:
+                    return  # more than a last event: close it rather than read on
 
 
 async def _read_upstream(up: aiohttp.ClientResponse, limit: int) -> bytes:

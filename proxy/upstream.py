@@ -14,23 +14,26 @@ import asyncio
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.settings import Settings
 
 # RFC 9110 section 7.6.1, plus the proxy-only headers; names listed in Connection are added per
-# request. Host is set by the client library for the upstream.
+# request. Host is set by the client library for the upstream. Expect: aiohttp's server has
+# already answered "100 Continue" to the client; forwarded, it would make the upstream leg hold
+# the body back until the upstream sent a 100 of its own (a stall until the headers timeout).
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
+        "expect",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -44,11 +47,15 @@ HOP_BY_HOP: Final = frozenset(
 )
 
 
-def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """A copy without hop-by-hop headers (and without those the Connection header names)."""
+def end_to_end(headers: CIMultiDictProxy[str], *, lower: bool = False) -> CIMultiDict[str]:
+    """A copy without hop-by-hop headers (and without those any Connection header names).
+
+    ``lower``: write names in lower case, for the upstream leg. aiohttp's client folds repeated
+    names only when they are spelled alike, so ``x-custom: a`` then ``X-Custom: b`` would reach
+    the upstream as one header; in one spelling every value goes through."""
     named = {
         token.strip().lower()
-        for value in (headers.get("connection") or "",)
+        for value in headers.getall("connection", ())
         for token in value.split(",")
         if token.strip()
     }
@@ -56,7 +63,7 @@ def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
     for k, v in headers.items():
         lk = k.lower()
         if lk not in HOP_BY_HOP and lk not in named:
-            out.add(k, v)
+            out.add(lk if lower else k, v)
     return out
 
 

@@ -62,11 +62,14 @@ class Seen:
     path_qs: str
     headers: dict[str, str]
     body: bytes
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as sent: every repeat, every spelling
+    peer: Any = None  # the proxy's address and port: one per upstream connection
 
 
 class ScriptedUpstream:
     def __init__(self) -> None:
         self.script: Respond | Stream = Stream([completion(" Hello"), FINAL])
+        self.by_path: dict[str, Respond | Stream] = {}  # a script for one path, else ``script``
         self.seen: list[Seen] = []
         self.disconnects = 0
         self.disconnected = asyncio.Event()
@@ -79,10 +82,18 @@ class ScriptedUpstream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         self.seen.append(
-            Seen(request.method, request.rel_url.raw_path_qs, dict(request.headers), body)
+            Seen(
+                request.method,
+                request.rel_url.raw_path_qs,
+                dict(request.headers),
+                body,
+                request.raw_headers,
+                peer,
+            )
         )
-        script = self.script
+        script = self.by_path.get(request.path, self.script)
         if isinstance(script, Respond):
             return web.Response(status=script.status, body=script.body, headers=script.headers)
         self.open_streams += 1

@@ -7,6 +7,7 @@ run through it would pass even if the real entry point forgot the flag: these st
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -140,3 +141,55 @@ async def test_streams_open_at_the_drain_deadline_end_with_a_legacy_error(
     assert b"[DONE]" not in data
     assert b'"exception":"api_error: proxy shut down before the stream finished"' in data
     assert await asyncio.wait_for(p.proc.wait(), 20) == 0
+
+
+async def test_at_the_drain_deadline_every_request_ends_and_the_process_exits_0(
+    upstream: tuple[ScriptedUpstream, str],
+) -> None:
+    """Three requests the deadline must end, each its own way: a converted stream whose client
+    has stopped reading (the upstream already read to the end, the writer blocked), a request
+    still waiting for upstream headers (503), a relayed modern stream (cut)."""
+    up, url = upstream
+    up.by_path = {
+        "/v1/complete": Stream([completion(" " + "x" * 4000) for _ in range(400)] + [FINAL]),
+        "/v1/messages": Stream([FINAL], delay_headers=60.0),
+        "/v1/relayed": Stream([b"event: x\ndata: {}\n\n", "stall"]),
+    }
+    p = await start_proxy(url, shutdown_drain_seconds="1")
+    port = int(p.url.rsplit(":", 1)[1])
+    # a client with a tiny receive buffer that never reads
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = json.dumps(BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    writer.write(
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+        .encode() + body
+    )  # fmt: skip
+    modern = {"anthropic-version": "2023-06-01", "x-api-key": "test-key-not-a-real-key"}
+    async with aiohttp.ClientSession() as session:
+        waiting = asyncio.create_task(session.post(p.url + "/v1/messages", json={}, headers=modern))
+        relayed = await session.get(p.url + "/v1/relayed", headers=modern)
+        await relayed.content.readuntil(b"\n\n")
+        while len(up.seen) < 3:  # noqa: ASYNC110 (a list in another server)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the converted stream has read its upstream to the end
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        p.proc.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(waiting, 10)
+        assert answer.status == 503 and answer.headers.get("Connection") == "close"
+        assert (await answer.json())["error"]["type"] == "api_error"
+        with pytest.raises(aiohttp.ClientPayloadError):  # cut, not a clean end
+            await relayed.read()
+        assert await asyncio.wait_for(p.proc.wait(), 10) == 0
+        assert loop.time() - t0 < 1 + 4  # the deadline, then moments: not aiohttp's own waits
+    writer.close()
+    log = await p.output()
+    assert "Traceback" not in log and "Unclosed" not in log, log[-3000:]
+    done = [json.loads(line) for line in log.splitlines() if '"request.done"' in line]
+    assert {(d["route"], d["outcome"], d["error"]) for d in done} == {
+        ("complete", "stream_error", "drain_deadline"),
+        ("messages", "overloaded", "the proxy shut down before the upstream answered; retry"),
+        ("other", "stream_error", "drain_deadline"),
+    }

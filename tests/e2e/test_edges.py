@@ -1,0 +1,174 @@
+"""Edges of the shell, each pinned by a test: what compressed upstream bodies may not do, when a
+stream counts as ok, what the upstream leg keeps or drops of the client's headers, idle
+upstreams on relayed bodies, and reuse of upstream connections."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import zlib
+from collections.abc import AsyncIterator
+
+from tests.conftest import ProxyFactory
+from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
+from tests.e2e.test_proxy import LEGACY, MODERN, STREAM_BODY, events, read_all
+
+GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+SSE_GZIP = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
+
+
+async def test_compressed_upstream_bodies_are_bounded_and_checked(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    client, _ = await make_proxy(limits_max_body_bytes="65536", limits_max_event_bytes="65536")
+    plain = {**STREAM_BODY, "stream": False}
+    # non-streaming: corrupt gzip, and 60 KB on the wire that inflate to 20 MB
+    bomb = gzip.compress(b'{"completion": "' + b"a" * 20_000_000 + b'"}')
+    assert len(bomb) < 65536
+    for body, why in ((b"\x1f\x8b\x08\x00garbage", "corrupt"), (bomb, "too large")):
+        scripted.script = Respond(200, body, GZIP)
+        resp = await client.post("/v1/complete", json=plain, headers=LEGACY)
+        assert resp.status == 502, why
+        assert why in (await resp.json())["error"]["message"]
+    # streaming: one event that inflates past the event limit ends as the legacy error event
+    scripted.script = Stream(
+        [gzip.compress(completion(" a") + b"event: completion\ndata: " + b"x" * 10_000_000)],
+        headers=SSE_GZIP,
+    )
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert not clean and events(body)[-1]["exception"] == "api_error: upstream event too large"
+    # streaming: a corrupt compressed body mid-stream
+    good = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    head = good.compress(completion(" a")) + good.flush(zlib.Z_SYNC_FLUSH)
+    scripted.script = Stream([head, 0.1, b"\x00\xffnot deflate at all" * 4], headers=SSE_GZIP)
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert not clean and events(body)[0]["completion"] == " a"
+    assert events(body)[-1]["exception"] == "api_error: upstream sent an invalid event"
+    assert b"[DONE]" not in body
+
+
+async def test_a_final_event_that_never_reached_the_client_is_not_ok(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """Spec rule 8 counts a stream ok once its stop_reason event was *written*: converted is not
+    enough when the client stops reading and leaves with the final event still queued."""
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" " + "x" * 4000) for _ in range(400)] + [FINAL])
+    client, metrics = await make_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = json.dumps(STREAM_BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    writer.write(
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+        .encode() + body
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # the proxy has read the whole upstream; the client nearly nothing
+    got = await reader.read(65536)
+    assert b'"stop_reason":"stop_sequence"' not in got
+    writer.transport.abort()
+    requests = metrics.requests.labels
+    for _ in range(100):
+        if requests("convert", "complete", "client_gone")._value.get():
+            break
+        await asyncio.sleep(0.02)
+    assert requests("convert", "complete", "client_gone")._value.get() == 1
+    assert requests("convert", "complete", "ok")._value.get() == 0
+
+
+async def test_request_headers_on_the_upstream_leg(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Respond(200, b"{}", {"Content-Type": "application/json"})
+    client, _ = await make_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01\r\n"
+        b"x-custom: a\r\nX-Custom: b\r\nx-custom: c\r\n"  # one header, three spellings
+        b"Connection: keep-alive, x-hop-one\r\nConnection: x-hop-two\r\n"
+        b"x-hop-one: 1\r\nx-hop-two: 2\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    await reader.readuntil(b"\r\n\r\n{}")
+    writer.close()
+    raw = [(k.lower(), v) for k, v in scripted.seen[0].raw_headers]
+    assert [v for k, v in raw if k == b"x-custom"] == [b"a", b"b", b"c"]
+    names = {k for k, _ in raw}
+    # named by either Connection header; Expect was answered by the proxy itself
+    assert not names & {b"x-hop-one", b"x-hop-two", b"expect"}, names
+
+
+async def test_a_chunked_body_over_the_limit_is_413(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    client, _ = await make_proxy(limits_max_body_bytes="65536")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 16384
+
+    resp = await client.post("/v1/files", data=chunks(), headers=MODERN)
+    assert resp.status == 413
+    assert (await resp.json())["error"]["type"] == "request_too_large"
+    assert scripted.seen == []  # the upstream never got a whole request
+
+
+async def test_a_relayed_body_whose_upstream_goes_silent_is_cut(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Stream([b"event: message_start\ndata: {}\n\n", "stall"])
+    client, metrics = await make_proxy(timeouts_idle="0.3")
+    resp = await client.post("/v1/messages", json={}, headers=MODERN)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    body, clean = await read_all(resp)
+    assert not clean and body == b"event: message_start\ndata: {}\n\n"
+    assert loop.time() - t0 < 2
+    await asyncio.wait_for(scripted.disconnected.wait(), 2)
+    assert metrics.requests.labels("passthrough", "messages", "stream_error")._value.get() == 1
+
+
+async def test_converted_streams_reuse_the_upstream_connection(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" Hello"), FINAL])
+    client, _ = await make_proxy()
+    for _ in range(5):
+        body, clean = await read_all(
+            await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+        )
+        assert clean and body.endswith(b"data: [DONE]\n\n")
+    assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
+
+
+async def test_an_upstream_that_lingers_after_its_final_event_delays_nothing(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """An upstream that lingers after its final event: the client is done at once, the stream is
+    ok, and the lingering connection is simply not reused."""
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" Hello"), FINAL, 5.0])
+    client, metrics = await make_proxy()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert clean and body.endswith(b"data: [DONE]\n\n")
+    assert loop.time() - t0 < 1
+    for _ in range(100):
+        if metrics.requests.labels("convert", "complete", "ok")._value.get():
+            break
+        await asyncio.sleep(0.02)
+    assert metrics.requests.labels("convert", "complete", "ok")._value.get() == 1
