@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
 import zlib
 from collections.abc import AsyncIterator
 
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
+from tests.e2e.test_process import slow_reader_socket
 from tests.e2e.test_proxy import LEGACY, MODERN, STREAM_BODY, events, read_all
 
 GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -62,8 +62,7 @@ async def test_a_final_event_that_never_reached_the_client_is_not_ok(
     scripted, _ = upstream
     scripted.script = Stream([completion(" " + "x" * 4000) for _ in range(400)] + [FINAL])
     client, metrics = await make_proxy()
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader, writer = await asyncio.open_connection(sock=slow_reader_socket(client.port))
     body = json.dumps(STREAM_BODY).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
     writer.write(

@@ -30,6 +30,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def slow_reader_socket(port: int) -> socket.socket:
+    """A client socket with a 4 KiB receive buffer, set before connecting so the window it
+    offers stays small whatever the kernel's autotuning: a client that stops reading is felt by
+    the proxy at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
 class ProxyProcess:
     def __init__(self, proc: asyncio.subprocess.Process, port: int, admin: int) -> None:
         self.proc = proc
@@ -158,8 +169,7 @@ async def test_at_the_drain_deadline_every_request_ends_and_the_process_exits_0(
     p = await start_proxy(url, shutdown_drain_seconds="1")
     port = int(p.url.rsplit(":", 1)[1])
     # a client with a tiny receive buffer that never reads
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    _reader, writer = await asyncio.open_connection(sock=slow_reader_socket(port))
     body = json.dumps(BODY).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
     writer.write(
