@@ -328,8 +328,9 @@ class ProxyHandler:
                 else:
                     response = await self._passthrough(request, info, is_legacy)
             except asyncio.CancelledError:
-                # streams that had started end themselves at the deadline; this one had not
-                if not self.state.deadline_cancel():
+                # responses that had started end themselves at the deadline (or, in their last
+                # moments, end as cancelled); this one had not started
+                if info.status or not self.state.deadline_cancel():
                     raise
                 raise ShuttingDown(
                     "the proxy shut down before the upstream answered; retry"
