@@ -16,7 +16,7 @@ from proxy.legacy import ClientId
 from proxy.metrics import ClientLabels, Metrics
 from tests.clients.harness import run_py_legacy, run_py_modern
 from tests.conftest import ProxyFactory, StackFactory, admin_client
-from tests.e2e.scripted import FINAL, ScriptedUpstream, Stream, completion
+from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_RE = re.compile(r"\blegacy_proxy_[a-z_]+")
@@ -201,3 +201,61 @@ async def test_logs_never_hold_keys_or_bodies(
     assert logged.count("request.done") == 3  # the check looks at real log lines
     for secret in (key, "abcdefghijklmnop", "SECRET-PROMPT", "SECRET-COMPLETION-TEXT"):
         assert secret not in logged
+
+
+async def test_every_stream_metric_counts_what_happened(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """The counters a migration dashboard is built from, each driven by a request that must move
+    it: unknown events dropped, Messages blocks dropped and stop reasons mapped (streaming and
+    not), durations and time to upstream headers, and spec rule 8 (a client that hangs up right
+    after the stop_reason event, as the TypeScript 0.4.x client does, leaves an ok stream)."""
+    scripted, _ = upstream
+    legacy = {"anthropic-version": "2023-01-01"}
+    client, m = await make_proxy(messages_models="claude-2.1=claude-sonnet-4-5")
+    transcripts = Path(__file__).parent / "transcripts"
+
+    scripted.script = Stream([(transcripts / "11_unknown_events_dropped.upstream").read_bytes()])
+    await (await client.post("/v1/complete", json={"stream": True}, headers=legacy)).read()
+    assert m.unknown_events._value.get() == 3
+
+    scripted.script = Stream([(transcripts / "m04_tool_use_dropped.upstream").read_bytes()])
+    body = {"model": "claude-2.1", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream": True}
+    body["max_tokens_to_sample"] = 5
+    await (await client.post("/v1/complete", json=body, headers=legacy)).read()
+    assert m.messages_dropped_blocks._value.get() == 1
+    assert m.messages_other_stop_reasons._value.get() == 1
+
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "content": [{"type": "tool_use", "id": "t", "name": "x", "input": {}}],
+        "stop_reason": "tool_use",
+    }
+    scripted.script = Respond(
+        200, json.dumps(message).encode(), {"Content-Type": "application/json"}
+    )
+    resp = await client.post("/v1/complete", json={**body, "stream": False}, headers=legacy)
+    assert (await resp.json())["stop_reason"] == "stop_sequence"
+    assert m.messages_dropped_blocks._value.get() == 2
+    assert m.messages_other_stop_reasons._value.get() == 2
+
+    scripted.script = Stream([completion(" a"), FINAL, "stall"])
+    resp = await client.post("/v1/complete", json={"stream": True}, headers=legacy)
+    await resp.content.readuntil(b'"stop_reason":"stop_sequence"')
+    resp.close()  # gone before [DONE] was read, and before the upstream ended
+    await asyncio.wait_for(scripted.disconnected.wait(), 3)
+    await asyncio.sleep(0.05)
+
+    ok = m.requests.labels("convert", "complete", "ok")._value.get()
+    assert ok == 2 and m.requests.labels("convert", "complete", "client_gone")._value.get() == 0
+    assert m.requests.labels("convert", "complete_via_messages", "ok")._value.get() == 2
+    assert m.request_duration.labels("convert", "complete")._sum.get() > 0
+    assert m.request_duration.labels("convert", "complete_via_messages")._sum.get() > 0
+    first_byte = [
+        s.value
+        for metric in m.upstream_first_byte.collect()
+        for s in metric.samples
+        if s.name.endswith("_count") and s.labels == {"mode": "convert"}
+    ]
+    assert first_byte == [4.0]  # every converted request above

@@ -3,8 +3,9 @@
 Files named m* are Messages streams (a legacy request served by a Messages-only model, spec
 section 6); the rest are Text Completions streams. Each pair is run whole, one byte at a time,
 and cut at Hypothesis-chosen points; all three must give the expected bytes. A NAME.json beside a
-pair holds converter options, the expected outcome, and how the upstream ended ("close" for a
-clean end, "abort:<reason>" for a reset or timeout the shell saw).
+pair holds converter options, the expected outcome, how the upstream ended ("close" for a clean
+end, "abort:<reason>" for a reset or timeout the shell saw), and optionally the expected counts of
+what was dropped or mapped ("counts").
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def run(name: str, chunks: list[bytes]) -> bytes:
     end = opts.get("end", "close")
     out += conv.close() if end == "close" else conv.abort(end.split(":", 1)[1])
     assert conv.outcome == opts["outcome"], "every transcript states its outcome"
+    stats = conv.stats()
+    # what was dropped or mapped, counted for the metrics (rule 4; spec section 6)
+    counted = {**stats.translator, "unknown_events": stats.events_in["unknown"]}
+    for key, expected in opts.get("counts", {}).items():
+        assert counted[key] == expected, (key, counted)
     return out
 
 
