@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import zlib
 from collections.abc import AsyncIterator
 
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
-from tests.e2e.test_process import slow_reader_socket
+from tests.e2e.test_process import slow_legacy_stream
 from tests.e2e.test_proxy import LEGACY, MODERN, STREAM_BODY, events, read_all
 
 GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -62,13 +61,7 @@ async def test_a_final_event_that_never_reached_the_client_is_not_ok(
     scripted, _ = upstream
     scripted.script = Stream([completion(" " + "x" * 4000) for _ in range(400)] + [FINAL])
     client, metrics = await make_proxy()
-    reader, writer = await asyncio.open_connection(sock=slow_reader_socket(client.port))
-    body = json.dumps(STREAM_BODY).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
-    writer.write(
-        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
-        .encode() + body
-    )  # fmt: skip
+    reader, writer = await slow_legacy_stream(client.port, STREAM_BODY)
     await asyncio.sleep(0.5)  # the proxy has read the whole upstream; the client nearly nothing
     got = await reader.read(65536)
     assert b'"stop_reason":"stop_sequence"' not in got

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,15 +31,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def slow_reader_socket(port: int) -> socket.socket:
-    """A client socket with a 4 KiB receive buffer, set before connecting so the window it
-    offers stays small whatever the kernel's autotuning: a client that stops reading is felt by
-    the proxy at once."""
+async def slow_legacy_stream(
+    port: int, body: dict[str, Any]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a legacy streaming request from a client whose receive buffer is 4 KiB, set before it
+    connects so the window it offers stays small whatever the kernel's autotuning: a client that
+    stops reading is felt by the proxy at once."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
-    return sock
+    reader, writer = await asyncio.open_connection(sock=sock)
+    data = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    writer.write(
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(data)}\r\n\r\n"
+        .encode() + data
+    )  # fmt: skip
+    return reader, writer
 
 
 class ProxyProcess:
@@ -168,14 +178,7 @@ async def test_at_the_drain_deadline_every_request_ends_and_the_process_exits_0(
     }
     p = await start_proxy(url, shutdown_drain_seconds="1")
     port = int(p.url.rsplit(":", 1)[1])
-    # a client with a tiny receive buffer that never reads
-    _reader, writer = await asyncio.open_connection(sock=slow_reader_socket(port))
-    body = json.dumps(BODY).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
-    writer.write(
-        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
-        .encode() + body
-    )  # fmt: skip
+    _reader, writer = await slow_legacy_stream(port, BODY)  # and it never reads
     modern = {"anthropic-version": "2023-06-01", "x-api-key": "test-key-not-a-real-key"}
     async with aiohttp.ClientSession() as session:
         waiting = asyncio.create_task(session.post(p.url + "/v1/messages", json={}, headers=modern))
