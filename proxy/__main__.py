@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     from proxy import logs
-    from proxy.app import serve
+    from proxy.server.app import serve
 
     logs.configure(settings.log_level, settings.log_format)
     _tune_gc()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.app import create_admin_app, create_app
-from proxy.handlers import ServerState
 from proxy.metrics import Metrics
+from proxy.server.app import create_admin_app, create_app
+from proxy.server.state import ServerState
 from proxy.settings import Settings, load_settings
 from proxy.simulator import SIM_STATS_KEY, SimConfig
 from proxy.simulator import create_app as create_simulator

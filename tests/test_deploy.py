@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from proxy.app import create_admin_app
-from proxy.handlers import ServerState
 from proxy.metrics import Metrics
+from proxy.server.app import create_admin_app
+from proxy.server.state import ServerState
 from proxy.settings import Settings, load_settings
 from proxy.simulator import create_app as create_simulator_app
 

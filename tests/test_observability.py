@@ -11,9 +11,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.handlers import ServerState
 from proxy.legacy import ClientId
 from proxy.metrics import ClientLabels, Metrics
+from proxy.server.state import ServerState
 from tests.clients.harness import run_py_legacy, run_py_modern
 from tests.conftest import ProxyFactory, StackFactory, admin_client
 from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion

@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_sse_client import client as sse_client  # type: ignore[import-untyped]
 
-from proxy.app import create_app
-from proxy.handlers import ServerState
 from proxy.metrics import Metrics
+from proxy.server.app import create_app
+from proxy.server.state import ServerState
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import (
     FINAL,

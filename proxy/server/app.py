@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.handlers import ProxyHandler, ServerState
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
+from proxy.server.entry import Entry
+from proxy.server.exchange import Recorder
+from proxy.server.relay import Deps, deprecation_headers
+from proxy.server.state import ServerState
+from proxy.server.upstream import Upstream
 from proxy.settings import Settings
-from proxy.upstream import Upstream
 
 STATE_KEY = web.AppKey("state", ServerState)
 METRICS_KEY = web.AppKey("metrics", Metrics)
@@ -37,7 +40,15 @@ def create_app(
         await upstream.close()
 
     app.cleanup_ctx.append(upstream_ctx)
-    app.router.add_route("*", "/{tail:.*}", ProxyHandler(settings, upstream, metrics, state).handle)
+    deps = Deps(
+        settings=settings,
+        upstream=upstream,
+        metrics=metrics,
+        recorder=Recorder(metrics),
+        state=state,
+        deprecation=deprecation_headers(settings),
+    )
+    app.router.add_route("*", "/{tail:.*}", Entry(deps).handle)
     return app
 
 

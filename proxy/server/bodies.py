@@ -1,0 +1,124 @@
+"""Bodies in and out, each within its limit: the client's request body (read whole, or streamed
+upstream), and the upstream's response body (read whole, decompressed in bounded pieces when the
+upstream compressed it although the proxy asked for identity). SHELL."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from proxy.errors import PayloadTooLarge, UpstreamError
+
+READ_CHUNK: Final = 1 << 16
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class LimitedBody:
+    """A request body streamed upstream, cut at ``limit`` bytes. ``too_large`` tells the route
+    why the upstream request failed: aiohttp reports an error raised here as a broken
+    connection."""
+
+    __slots__ = ("_limit", "_request", "too_large")
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._request.content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > self._limit:
+                self.too_large = True
+                raise PayloadTooLarge(f"request body is larger than {self._limit} bytes")
+            yield chunk
+
+
+
+# -- response bodies -------------------------------------------------------------------------
+
+
+class Inflater:
+    """Converted requests ask for identity; if the upstream compresses anyway, undo it before
+    conversion (spec section 4), in bounded pieces: one small gzip read can inflate a thousand
+    times over, and nothing downstream should ever hold more than ``READ_CHUNK`` of it at once."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, encoding: str) -> None:
+        enc = encoding.strip().lower()
+        if enc in ("gzip", "x-gzip"):
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._d = zlib.decompressobj()
+        else:
+            raise UpstreamError(f"upstream used an unsupported content encoding: {enc[:32]}")
+
+    @staticmethod
+    def for_response(up: aiohttp.ClientResponse) -> Inflater | None:
+        enc = up.headers.get("content-encoding", "identity").strip().lower()
+        return None if enc == "identity" else Inflater(enc)
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        data = chunk
+        while data:
+            try:
+                out = self._d.decompress(data, READ_CHUNK)
+            except zlib.error:
+                raise UpstreamError("upstream sent a corrupt compressed body") from None
+            data = self._d.unconsumed_tail
+            if out:
+                yield out
+
+    def check_complete(self) -> None:
+        """At the end of the body: a compressed stream cut short is as corrupt as a bad one."""
+        if not self._d.eof:
+            raise UpstreamError("upstream sent a corrupt compressed body: it ends too soon")
+
+
+async def read_upstream(up: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in up.content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError("upstream response body is too large")
+            parts.append(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+        raise UpstreamError("upstream closed the response early") from None
+    return b"".join(parts)
+
+
+async def read_upstream_inflated(up: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A whole upstream body, decompressed if the upstream compressed it anyway; the limit
+    applies to what it inflates to, not to the wire bytes."""
+    raw = await read_upstream(up, limit)
+    inflater = Inflater.for_response(up)
+    if inflater is None:
+        return raw
+    size, parts = 0, []
+    for piece in inflater.pieces(raw):
+        size += len(piece)
+        if size > limit:
+            raise UpstreamError("upstream response body is too large")
+        parts.append(piece)
+    inflater.check_complete()
+    return b"".join(parts)

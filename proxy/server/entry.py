@@ -1,0 +1,134 @@
+"""Every request enters here once: admission, who the client is, which route answers it; errors
+become responses in the API's shape; the exchange is recorded once, at the end. SHELL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Final
+
+from aiohttp import web
+
+from proxy import legacy
+from proxy.errors import (
+    BadRequest,
+    Overloaded,
+    PayloadTooLarge,
+    ProxyError,
+    ShuttingDown,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from proxy.server.bodies import read_body
+from proxy.server.exchange import Exchange
+from proxy.server.relay import CompleteCall, Deps, error_response
+from proxy.server.routes import complete, messages, passthrough
+
+_OUTCOME_OF: Final[dict[type[ProxyError], str]] = {
+    BadRequest: "bad_request",
+    PayloadTooLarge: "bad_request",
+    Overloaded: "overloaded",
+    ShuttingDown: "overloaded",
+    UpstreamError: "upstream_error",
+    UpstreamTimeout: "upstream_error",
+}
+
+
+def route_of(path: str) -> str:
+    if path == "/v1/complete":
+        return "complete"
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "messages"
+    return "other"
+
+
+class Entry:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._client_labels = deps.metrics.client_labels
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        deps = self.deps
+        state = deps.state
+        t0 = time.perf_counter()
+        ex = Exchange(request_id="req_proxy_" + uuid.uuid4().hex[:20], method=request.method)
+        response: web.StreamResponse | None = None
+        counted = False
+        ex.route = route_of(request.path)
+        try:
+            if state.draining:
+                raise ShuttingDown("the proxy is shutting down; retry")
+            mode = legacy.classify(
+                request.headers.get("anthropic-version"), deps.settings.legacy.missing_version
+            )
+            if mode == "reject":
+                raise BadRequest("the anthropic-version header is required")
+            is_legacy = mode == "legacy"
+            convert = is_legacy and ex.route == "complete" and request.method == "POST"
+            ex.mode = "convert" if convert else "passthrough"
+            if is_legacy:
+                cid = legacy.client_id(
+                    request.headers.get("anthropic-sdk"),
+                    request.headers.get("client"),
+                    request.headers.get("user-agent"),
+                )
+                ex.client = self._client_labels.label(cid)
+            if state.in_flight >= deps.settings.limits.max_streams:
+                raise Overloaded("too many concurrent requests through the proxy; retry later")
+            state.enter()
+            deps.metrics.streams_in_progress.labels(ex.mode).inc()
+            counted = True
+            try:
+                if convert:
+                    response = await self._complete(request, ex)
+                else:
+                    response = await passthrough.handle(deps, request, ex, is_legacy)
+            except asyncio.CancelledError:
+                # responses that had started end themselves at the deadline (or, in their last
+                # moments, end as cancelled); this one had not started
+                if ex.status or not state.deadline_cancel():
+                    raise
+                raise ShuttingDown(
+                    "the proxy shut down before the upstream answered; retry"
+                ) from None
+        except ProxyError as exc:
+            ex.error = exc.message
+            ex.outcome = _OUTCOME_OF.get(type(exc), "upstream_error")
+            if isinstance(exc, UpstreamError):
+                ex.upstream_status_class = (
+                    "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
+                )
+            response = error_response(exc)
+            if isinstance(exc, ShuttingDown):
+                response.force_close()  # a kept-alive client must reconnect, to another replica
+        except asyncio.CancelledError:
+            if not ex.settled:
+                ex.outcome = "client_gone"
+            raise
+        finally:
+            if counted:
+                state.leave()
+                deps.metrics.streams_in_progress.labels(ex.mode).dec()
+            if response is not None:
+                ex.status = response.status
+            deps.recorder.done(ex, time.perf_counter() - t0)
+        return response
+
+    async def _complete(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        """A Text Completions call: read it once, then pick the route that answers it."""
+        deps = self.deps
+        if "last-event-id" in request.headers:
+            # an EventSource client's automatic retry after a failed stream: a completion cannot
+            # be resumed, and forwarding would pay for a second one (spec section 1, rule 5)
+            deps.metrics.resume_refused.inc()
+            raise BadRequest("streams cannot be resumed; send a new request")
+        body = await read_body(request, deps.settings.limits.max_body_bytes)
+        fields = legacy.parse_request(body)
+        call = CompleteCall(body, fields, fields.get("stream") is True)
+        ex.stream = call.stream
+        target = deps.settings.messages.target(fields.get("model"))
+        if target is not None:
+            # a model that only speaks the Messages API (spec section 6)
+            return await messages.handle(deps, request, ex, call, target)
+        return await complete.handle(deps, request, ex, call)

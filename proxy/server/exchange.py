@@ -1,0 +1,108 @@
+"""One request's record (the Exchange) and the Recorder that turns it into metrics and the single
+``request.done`` log line, once, when the request ends. SHELL.
+
+Routes and helpers write fields on the Exchange as things happen; only the entry reads it, in its
+``finally`` (Envoy's StreamInfo and access log, mitmproxy's flow and its log add-on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proxy.convert import Stats
+from proxy.logs import get_logger
+from proxy.metrics import Metrics, status_class
+from proxy.server.upstream import Opened
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    method: str
+    mode: str = "passthrough"
+    route: str = "other"
+    status: int = 0
+    outcome: str = "ok"
+    stream: bool = False
+    client: str | None = None
+    upstream_request_id: str | None = None
+    upstream_status_class: str | None = None
+    upstream_first_byte_s: float | None = None
+    events_in: int = 0
+    events_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error: str | None = None
+    settled: bool = False  # a converted stream decided its own outcome (rule 8)
+
+    def note_upstream(self, opened: Opened) -> None:
+        self.upstream_request_id = opened.response.headers.get("request-id")
+        self.upstream_status_class = status_class(opened.response.status)
+        self.upstream_first_byte_s = opened.first_byte_s
+
+
+class Recorder:
+    """Metrics and the log line, from what a request or stream reports."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.log = get_logger()
+
+    def stream(self, stats: Stats, bytes_written: int) -> None:
+        """``bytes_written``: what reached the client transport, not what the converter made."""
+        m = self.metrics
+        for kind, n in stats.events_in.items():
+            if n:
+                m.upstream_events.labels(kind).inc(n)
+        for kind, n in stats.events_out.items():
+            if n:
+                m.legacy_events.labels(kind).inc(n)
+        m.stream_bytes.labels("in").inc(stats.bytes_in)
+        m.stream_bytes.labels("out").inc(bytes_written)
+        if stats.snapshots_skipped:
+            m.snapshots_skipped.inc(stats.snapshots_skipped)
+        if stats.events_in.get("unknown"):
+            m.unknown_events.inc(stats.events_in["unknown"])
+        if stats.outcome not in (None, "ok"):
+            m.stream_errors.labels(stats.outcome).inc()
+        self.translator(stats.translator)
+
+    def translator(self, counts: Mapping[str, int]) -> None:
+        if counts.get("dropped_blocks"):
+            self.metrics.messages_dropped_blocks.inc(counts["dropped_blocks"])
+        if counts.get("other_stop_reason"):
+            self.metrics.messages_other_stop_reasons.inc(counts["other_stop_reason"])
+
+    def done(self, ex: Exchange, duration: float) -> None:
+        m = self.metrics
+        m.requests.labels(ex.mode, ex.route, ex.outcome).inc()
+        m.request_duration.labels(ex.mode, ex.route).observe(duration)
+        if ex.upstream_status_class is not None:
+            m.upstream_responses.labels(ex.upstream_status_class).inc()
+        if ex.upstream_first_byte_s is not None:
+            m.upstream_first_byte.labels(ex.mode).observe(ex.upstream_first_byte_s)
+        if ex.client is not None:
+            m.legacy_requests.labels(ex.client, "true" if ex.stream else "false").inc()
+            m.migration.record(ex.client, streamed=ex.stream, ok=ex.outcome == "ok")
+        self.log.info(
+            "request.done",
+            request_id=ex.request_id,
+            method=ex.method,
+            mode=ex.mode,
+            route=ex.route,
+            stream=ex.stream,
+            status=ex.status,
+            outcome=ex.outcome,
+            error=ex.error,
+            duration_s=round(duration, 6),
+            upstream_request_id=ex.upstream_request_id,
+            upstream_first_byte_s=(
+                None if ex.upstream_first_byte_s is None else round(ex.upstream_first_byte_s, 6)
+            ),
+            client=ex.client,
+            events_in=ex.events_in,
+            events_out=ex.events_out,
+            bytes_in=ex.bytes_in,
+            bytes_out=ex.bytes_out,
+        )

@@ -1,0 +1,195 @@
+"""A converted stream: the upstream body through a StreamConverter to the client. SHELL.
+
+It runs as two coroutines (spec rule 7): the pump reads the upstream and feeds the converter; the
+writer task writes to the client. While a write is waiting for the client to drain, the converter
+is told the client is behind and holds only the latest snapshot, so reading never stops and
+nothing queues up; the writer sends the held snapshot when the client catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.convert import StreamConverter
+from proxy.errors import UpstreamError
+from proxy.server.bodies import Inflater
+from proxy.server.exchange import Exchange
+from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse
+
+
+class ClientWriter:
+    """The writer half of a converted stream (see the module docstring)."""
+
+    __slots__ = (
+        "_conv",
+        "_done",
+        "_first_t",
+        "_hist",
+        "_parts",
+        "_resp",
+        "_wake",
+        "bytes_written",
+        "delivered_end",
+        "failed",
+    )
+
+    def __init__(self, resp: web.StreamResponse, conv: StreamConverter, hist: Any) -> None:
+        self._resp = resp
+        self._conv = conv
+        self._hist = hist
+        self._parts: list[bytes] = []
+        self._first_t: float | None = None
+        self._wake = asyncio.Event()
+        self._done = False
+        self.failed = False
+        self.bytes_written = 0
+        # the final event (and [DONE]) reached the client transport: the stream is "ok" (rule 8)
+        self.delivered_end = False
+
+    def push(self, data: bytes, arrived: float) -> None:
+        if data:
+            self._parts.append(data)
+            if self._first_t is None:
+                self._first_t = arrived
+            self._wake.set()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        conv = self._conv
+        clock = time.perf_counter
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    data = b"".join(self._parts) if self._parts else b""
+                    self._parts.clear()
+                    # a held snapshot is never older than what is queued: the converter holds
+                    # snapshots only while behind, and a final or error event clears it
+                    data += conv.take_pending()
+                    if not data:
+                        break
+                    # push() and the converter's finishing happen in one step of the reader, so
+                    # once it is finished its last bytes are in ``data`` or were written before
+                    ends_ok = conv.outcome == "ok"
+                    if self._first_t is not None:
+                        # handed to the transport synchronously inside write(); any wait after
+                        # that is the client's backpressure, not the proxy's latency
+                        self._hist.observe(clock() - self._first_t)
+                        self._first_t = None
+                    conv.behind = True
+                    await self._resp.write(data)
+                    conv.behind = False
+                    self.bytes_written += len(data)
+                    self.delivered_end = ends_ok
+                    if self._parts:
+                        # bytes that arrived while the client held the write up: the proxy's
+                        # own time for them starts now
+                        self._first_t = clock()
+                if self._done:
+                    return
+        except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
+            # the client went away; the route notices through `failed` or its cancellation
+            self.failed = True
+
+
+async def stream_converted(
+    deps: Deps,
+    request: web.Request,
+    up: aiohttp.ClientResponse,
+    ex: Exchange,
+    conv: StreamConverter,
+) -> web.StreamResponse:
+    """Answer ``request`` with ``up``'s event stream converted by ``conv``, and settle the
+    exchange's outcome by rule 8: ok once the final event reached the client transport."""
+    inflater = Inflater.for_response(up)
+    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **deps.deprecation})
+    if "request-id" in up.headers:
+        resp.headers["request-id"] = up.headers["request-id"]
+    await resp.prepare(request)
+    ex.status = resp.status
+    if request.transport is not None:
+        request.transport.set_write_buffer_limits(high=deps.settings.limits.write_high_water_bytes)
+    writer = ClientWriter(resp, conv, deps.metrics.added_latency)
+    writer_task = asyncio.create_task(writer.run())
+    state = deps.state
+    deadline = False
+    try:
+        try:
+            await _pump(up, conv, writer, inflater)
+        except asyncio.CancelledError:
+            if not state.deadline_cancel():
+                raise
+            deadline = True  # shutdown's drain deadline passed (spec rule 6)
+            writer.push(conv.abort("drain_deadline"), time.perf_counter())
+        writer.finish()
+        try:
+            # past the deadline the error event gets a moment, not the client's pace
+            await (asyncio.wait_for(writer_task, 1.0) if deadline else writer_task)
+        except TimeoutError:
+            writer.failed = True
+        except asyncio.CancelledError:
+            if not state.deadline_cancel():
+                raise
+            deadline = True  # the client was behind when the drain deadline passed
+            writer_task.cancel()
+            writer.failed = True
+        if conv.failed or writer.failed or not writer.delivered_end:
+            end_abnormally(request)
+        else:
+            await resp.write_eof()
+            await finish_for_reuse(up)
+        return resp
+    finally:
+        if not writer_task.done():
+            writer_task.cancel()
+        stats = conv.stats()
+        ex.events_in = sum(stats.events_in.values())
+        ex.events_out = sum(stats.events_out.values())
+        ex.bytes_in, ex.bytes_out = stats.bytes_in, writer.bytes_written
+        ex.settled = True
+        if stats.outcome == "ok" and writer.delivered_end:
+            ex.outcome = "ok"  # even if the client then left before [DONE] (rule 8)
+        elif stats.outcome not in (None, "ok"):
+            ex.outcome, ex.error = "stream_error", stats.outcome
+        elif deadline:
+            ex.outcome, ex.error = "stream_error", "drain_deadline"
+        else:
+            ex.outcome = "client_gone"  # it left before the final event reached it
+        deps.recorder.stream(stats, writer.bytes_written)
+
+
+async def _pump(
+    up: aiohttp.ClientResponse,
+    conv: StreamConverter,
+    writer: ClientWriter,
+    inflater: Inflater | None,
+) -> None:
+    clock = time.perf_counter
+    push = writer.push
+    feed = conv.feed
+    try:
+        async for chunk in up.content.iter_any():
+            t = clock()
+            if inflater is None:
+                push(feed(chunk), t)
+            else:
+                for piece in inflater.pieces(chunk):
+                    push(feed(piece), t)
+            if conv.finished or writer.failed:
+                return
+        push(conv.close(), clock())
+    except aiohttp.ServerTimeoutError:
+        push(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+        push(conv.abort("upstream_closed"), clock())
+    except UpstreamError:  # a corrupt compressed body
+        push(conv.abort("invalid_event"), clock())
