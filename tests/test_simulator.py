@@ -37,7 +37,7 @@ async def client(**config: Any) -> TestClient[Any, Any]:
 
 
 async def test_completion_stream_shape() -> None:
-    c = await client(tokens=3)
+    c = await client(tokens=3, text_completions=True)
     resp = await c.post("/v1/complete", json=BODY, headers=KEY)
     body = await resp.read()
     assert resp.headers["Content-Type"] == "text/event-stream"
@@ -54,7 +54,7 @@ async def test_completion_stream_shape() -> None:
 
 
 async def test_faults_and_stats() -> None:
-    c = await client(tokens=5)
+    c = await client(tokens=5, text_completions=True)
     body = await (
         await c.post("/v1/complete", json=BODY, headers={**KEY, "x-sim-fault": "error-after:2"})
     ).read()
@@ -73,7 +73,7 @@ async def test_faults_and_stats() -> None:
 
 
 async def test_client_disconnect_is_counted() -> None:
-    c = await client(tokens=5)
+    c = await client(tokens=5, text_completions=True)
     resp = await c.post("/v1/complete", json=BODY, headers={**KEY, "x-sim-fault": "stall-after:1"})
     await resp.content.readuntil(b"\n\n")
     resp.close()
@@ -83,7 +83,7 @@ async def test_client_disconnect_is_counted() -> None:
 
 async def test_messages_stream_order() -> None:
     c = await client(tokens=2)
-    req = {"model": "m", "max_tokens": 50, "stream": True,
+    req = {"model": "claude-haiku-4-5", "max_tokens": 50, "stream": True,
            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
     body = await (await c.post("/v1/messages", json=req, headers=KEY)).read()
     assert [n for n, _ in parse(body)] == [
