@@ -58,6 +58,7 @@ async def main(n: int) -> dict[str, float]:
         sys.executable,
         "-m",
         "proxy.simulator",
+        "--text-completions",
         "--port",
         str(sim_port),
         "--tokens",

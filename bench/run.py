@@ -128,7 +128,7 @@ class Stack:
     def start(self) -> None:
         log = open(self.tmp / "procs.log", "wb")  # noqa: SIM115 (lives as long as the processes)
         self.sim = subprocess.Popen(
-            [PY, "-m", "proxy.simulator", "--port", str(self.sim_port)],
+            [PY, "-m", "proxy.simulator", "--port", str(self.sim_port), "--text-completions"],
             cwd=ROOT, stdout=log, stderr=log,
         )  # fmt: skip
         env = {

@@ -75,7 +75,7 @@ async def main(once: bool, tokens: int) -> int:
         env.setdefault("LEGACY_PROXY_LOG_LEVEL", "warning")
     sim = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy.simulator", "--host", "127.0.0.1", "--port", str(SIM_PORT),
-        "--tokens", str(tokens), "--pace", "0.02",
+        "--tokens", str(tokens), "--pace", "0.02", "--text-completions",
     )  # fmt: skip
     proxy = await asyncio.create_subprocess_exec(sys.executable, "-m", "proxy", env=env)
     try:

@@ -84,7 +84,12 @@ async def stack() -> AsyncIterator[StackFactory]:
     servers: list[TestServer] = []
 
     async def make(fault: str = "", **env: str) -> Stack:
-        sim_app = create_simulator(SimConfig(tokens=TOKENS, fault=fault))
+        # Text Completions for any model, as the proxy still sends legacy completions to
+        # /v1/complete; permissive /v1/messages, as MAPPED and py_current.py target
+        # claude-sonnet-4-5, which today's API has retired (404)
+        sim_app = create_simulator(
+            SimConfig(tokens=TOKENS, fault=fault, text_completions=True, strict=False)
+        )
         sim = TestServer(sim_app, host="127.0.0.1")
         await sim.start_server()
         metrics = Metrics()

@@ -32,7 +32,8 @@ def fds(pid: int) -> int:
 async def test_soak_500_streams_for_a_minute() -> None:
     sim_port = free_port()
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.simulator", "--port", str(sim_port), cwd=ROOT,
+        sys.executable, "-m", "proxy.simulator", "--port", str(sim_port), "--text-completions",
+        cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     p = await start_proxy(f"http://127.0.0.1:{sim_port}", log_level="warning")
