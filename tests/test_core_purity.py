@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["proxy.sse", "proxy.legacy", "proxy.convert", "proxy.translate.completions", "proxy.errors"]
+CORE = [
+    "proxy.sse",
+    "proxy.legacy",
+    "proxy.convert",
+    "proxy.translate.completions",
+    "proxy.translate.messages",
+    "proxy.translate.legacy_stream",
+    "proxy.modeltable",
+    "proxy.jsonfast",
+    "proxy.errors",
+]
 FORBIDDEN = ["aiohttp", "asyncio", "structlog", "prometheus_client"]
 
 
