@@ -12,6 +12,7 @@ CORE = [
     "proxy.legacy",
     "proxy.convert",
     "proxy.jsonfast",
+    "proxy.modeltable",
     "proxy.translate.completions",
     "proxy.translate.messages",
     "proxy.translate.legacy_stream",

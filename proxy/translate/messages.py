@@ -17,11 +17,13 @@ Stream events, by name:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from proxy import jsonfast
 from proxy.errors import BadRequest, StreamError
+from proxy.modeltable import Profile, profile_for
 from proxy.translate.completions import error_event, parse_object
 from proxy.translate.legacy_stream import LegacyStream
 
@@ -81,6 +83,209 @@ def prompt_to_messages(prompt: str) -> tuple[str | None, list[dict[str, str]]]:
             raise BadRequest(f"prompt: turn {n + 1} ({role}) is empty")
         messages.append({"role": "user" if role == "Human" else "assistant", "content": content})
     return system, messages
+
+
+# -- request translation with target profiles (spec section 6, "Request translation") ----------
+
+# The fields a 2023 Text Completions request could carry; anything else is counted as "other"
+# when it is left out (the npm SDK 0.4.x sends ``tags``; the Messages API refuses extra fields).
+LEGACY_FIELDS: Final = frozenset(
+    {
+        "model",
+        "prompt",
+        "max_tokens_to_sample",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "stream",
+    }
+)
+_SAMPLING: Final = ("temperature", "top_p", "top_k")
+# (low, high) of each sampling parameter in the Messages API; None: no upper bound
+_RANGES: Final[dict[str, tuple[float, float | None]]] = {
+    "temperature": (0.0, 1.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (0.0, None),
+}
+# The instruction that emulates a prefill on a model that refuses one. Deterministic (it is part
+# of the request bytes, which tests pin) and explicit about where the text starts and ends: the
+# tags keep a prefill that ends in a colon or a quote from running into the sentence.
+PREFILL_INSTRUCTION: Final = (
+    "\n\nBegin your response with exactly the text between <prefill> and </prefill> (without "
+    "the tags), then continue it:\n<prefill>{prefill}</prefill>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream request for one target, and what the shell must know about it.
+
+    ``strip_prefix``: the emulated prefill, removed from the start of the answer (give it to
+    StreamConverter / message_to_completion); "" unless ``prefill`` is "emulated".
+    ``dropped``: one label from modeltable.DROPPED_FIELDS per field left out or capped."""
+
+    model: str
+    body: bytes
+    strip_prefix: str
+    prefill: Literal["none", "sent", "emulated"]
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A legacy request, validated once: nothing here depends on the target."""
+
+    system: str | None
+    messages: list[dict[str, str]]  # ends with the user turn; the prefill is apart
+    prefill: str  # "" when the prompt has none
+    max_tokens: int
+    sampling: dict[str, float | int]  # the values to send if the target takes them
+    stop_sequences: list[str] | None
+    user_id: str | None
+    stream: bool | None
+    dropped: tuple[str, ...]  # what is left out whatever the target (-1 values, "other", ...)
+
+
+def _number(name: str, value: Any) -> float | int:
+    """A sampling value, or BadRequest naming the field (spec section 6: nothing forwarded)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name}: must be a number")
+    low, high = _RANGES[name]
+    if not low <= value or (high is not None and value > high):  # also refuses NaN
+        bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise BadRequest(f"{name}: must be {bounds} (or -1 to leave it unset), got {value!r}")
+    if name == "top_k":
+        if isinstance(value, float) and not value.is_integer():
+            raise BadRequest(f"top_k: must be an integer, got {value!r}")
+        return int(value)
+    return value
+
+
+def _parse(fields: Mapping[str, Any]) -> _Request:
+    """Validate a legacy request before any target is chosen, so that a bad value is refused
+    the same way whichever model would have served it, and nothing is forwarded."""
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str):
+        raise BadRequest("prompt: a string is required")
+    max_tokens = fields.get("max_tokens_to_sample")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise BadRequest("max_tokens_to_sample: a positive integer is required")
+    dropped: list[str] = []
+    sampling: dict[str, float | int] = {}
+    for name in _SAMPLING:
+        value = fields.get(name)
+        if value is None:
+            continue  # absent, or null: nothing to say (a null is not a value to drop)
+        if value == -1 and not isinstance(value, bool):
+            dropped.append(name)  # "disabled" in the 2023 API and LangChain.js's defaults
+            continue
+        sampling[name] = _number(name, value)
+    stops = fields.get("stop_sequences")
+    stop_sequences: list[str] | None = None
+    if stops is not None:
+        if not isinstance(stops, list):
+            raise BadRequest("stop_sequences: must be a list of strings")
+        if not all(isinstance(s, str) for s in stops):
+            raise BadRequest("stop_sequences: every entry must be a string")
+        # the Messages API refuses empty and whitespace-only stop sequences
+        stop_sequences = [s for s in stops if s.strip()]
+        if len(stop_sequences) != len(stops):
+            dropped.append("stop_sequences")
+    metadata = fields.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    stream = fields.get("stream")
+    dropped.extend("other" for key in fields if key not in LEGACY_FIELDS)
+    system, messages = prompt_to_messages(prompt)
+    prefill = ""
+    if messages[-1]["role"] == "assistant":
+        prefill = messages.pop()["content"]
+    return _Request(
+        system=system,
+        messages=messages,
+        prefill=prefill,
+        max_tokens=max_tokens,
+        sampling=sampling,
+        stop_sequences=stop_sequences,
+        user_id=user_id if isinstance(user_id, str) else None,
+        stream=None if stream is None else stream is True,
+        dropped=tuple(dropped),
+    )
+
+
+def plan(
+    fields: Mapping[str, Any], targets: Sequence[str], profiles: Mapping[str, Profile]
+) -> list[tuple[str, Profile]]:
+    """The order the targets are tried in, each with its profile.
+
+    Without a prefill, the tier's order. With one, the targets that accept a prefill first (it is
+    sent as it is), then the others (they emulate it), each group in the tier's order (spec
+    section 6, "Prefill"). Raises BadRequest for a request that cannot be translated, before
+    anything is sent."""
+    request = _parse(fields)
+    with_profiles = [(t, profile_for(t, profiles)) for t in targets]
+    if not request.prefill:
+        return with_profiles
+    accepting = [tp for tp in with_profiles if tp[1].prefill == "accepted"]
+    return accepting + [tp for tp in with_profiles if tp[1].prefill != "accepted"]
+
+
+def translate(
+    fields: Mapping[str, Any], model: str, profile: Profile, *, thinking_allowance: int
+) -> Attempt:
+    """A legacy /v1/complete body as the Messages request for ``model`` (spec section 6)."""
+    request = _parse(fields)
+    dropped = list(request.dropped)
+    messages = [dict(m) for m in request.messages]
+    prefill_mode: Literal["none", "sent", "emulated"] = "none"
+    strip_prefix = ""
+    if request.prefill:
+        if profile.prefill == "accepted":
+            # prompt_to_messages removed its trailing whitespace: the API refuses it there
+            messages.append({"role": "assistant", "content": request.prefill})
+            prefill_mode = "sent"
+        else:
+            messages[-1]["content"] += PREFILL_INSTRUCTION.format(prefill=request.prefill)
+            prefill_mode, strip_prefix = "emulated", request.prefill
+    max_tokens = request.max_tokens
+    if max_tokens > profile.max_output:
+        max_tokens = profile.max_output  # the old API stopped at the model's limit instead
+        dropped.append("max_tokens")
+    out: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if profile.thinking == "default_on":
+        out["thinking"] = {"type": "disabled"}
+    elif profile.thinking == "always_on":
+        # thinking tokens count against max_tokens: a small max_tokens_to_sample still gets text
+        out["max_tokens"] = min(max_tokens + max(thinking_allowance, 0), profile.max_output)
+    if request.system is not None:
+        out["system"] = request.system
+    sampling = dict(request.sampling)
+    if profile.sampling == "none":
+        dropped.extend(sampling)
+        sampling.clear()
+    elif profile.sampling == "one" and "temperature" in sampling and "top_p" in sampling:
+        del sampling["top_p"]  # keep temperature, as Portkey does (spec section 6)
+        dropped.append("top_p")
+    out.update(sampling)
+    if request.stop_sequences:
+        out["stop_sequences"] = request.stop_sequences
+    if request.user_id is not None:
+        out["metadata"] = {"user_id": request.user_id}
+    if request.stream is not None:
+        out["stream"] = request.stream
+    try:
+        body = jsonfast.dumps(out)
+    except ValueError:
+        raise BadRequest(
+            "request body cannot be translated: a value is nested too deeply"
+        ) from None
+    return Attempt(model, body, strip_prefix, prefill_mode, tuple(dropped))
+
+
+# -- the ``complete`` mode's translation (spec section 6, "Routing": the behaviour of 2026-11) ---
+# Kept as it was rather than wrapped around ``translate``: that mode promises the 2026-11
+# behaviour (fields carried over verbatim, no profiles), and its operators chose their targets.
 
 
 def complete_request_to_messages(body: Mapping[str, Any], model: str) -> dict[str, Any]:
