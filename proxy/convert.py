@@ -1,25 +1,32 @@
-"""StreamConverter: upstream bytes in, legacy bytes out. CORE: no I/O, no clock, no logging.
+"""StreamConverter: upstream bytes in, the client's bytes out. CORE: no I/O, no clock, no logging.
 
-    sse.Decoder ──events──▶ translator (completions | messages) ──▶ LegacyStream ──bytes──▶
+    sse.Decoder ──events──▶ translator (completions | messages) ──▶ LegacyStream  ──bytes──▶
+                                                                 └▶ ModernStream
 
-``kind`` says what the upstream speaks: "complete" (Text Completions) or "messages" (a legacy
-request served by a Messages-only model, spec section 6; ``legacy_model`` is then the model name
-reported back to the client).
+``kind`` says what the upstream speaks: "complete" (Text Completions) or "messages" (a Text
+Completions request served by a Messages-only model, spec section 6; ``legacy_model`` is then the
+model name reported back to the client). ``client_format`` says what the client reads: "legacy"
+(2023-01-01, spec section 2) or "modern" (2023-06-01 Text Completions, only with "messages": a
+modern client of /v1/complete otherwise reads the upstream untouched). ``strip_prefix`` is an
+emulated prefill to remove from the answer ("messages" only; ``translate.messages``). Modern
+output never has ``id:`` lines, so ``event_id`` is ignored there.
 
 The shell's whole contract:
 
     conv = StreamConverter(pings=True, event_id=None)
+    conv.room = n                 # bytes the client transport can take now (issue 14)
     out = conv.feed(chunk)        # for every chunk read from the upstream; write ``out``
-    conv.behind = True/False      # the client transport is over / under its high-water mark
-    out = conv.take_pending()     # after the client drained: the latest held snapshot, if any
+    out = conv.take_pending()     # once the client has room again: the held event, if any
     out = conv.close()            # clean end of the upstream body
     out = conv.abort("upstream_closed" | "upstream_timeout" | "drain_deadline")
     conv.finished, conv.failed    # once failed, end the client response abnormally (rule 5)
     conv.stats()                  # frozen Stats for metrics and the log line
 
 ``feed``, ``close`` and ``abort`` never raise: the decoder's and translators' StreamError becomes
-the legacy error event here (rule 6). Memory per stream: see ``translate.legacy_stream``; the
-decoder adds at most one event (``max_event_bytes``).
+the error event here (rule 6). Memory per stream: see ``translate.legacy_stream``; the decoder
+adds at most one event (``max_event_bytes``). Output per ``feed``: at most ``room`` bytes, plus
+one non-final event, plus the ending (``translate.output``). ``behind = True/False`` still works:
+it sets no room / unlimited room.
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ from proxy.sse import DEFAULT_MAX_EVENT_BYTES, Decoder, Event, EventTooLarge
 from proxy.translate.completions import CompletionsTranslator
 from proxy.translate.legacy_stream import LegacyStream
 from proxy.translate.messages import MessagesTranslator
+from proxy.translate.modern_stream import ModernStream
+from proxy.translate.output import ClientStream
 
 UpstreamKind = Literal["complete", "messages"]
+ClientFormat = Literal["legacy", "modern"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +51,15 @@ class Stats:
     """What one stream did, for metrics and the request's log line."""
 
     events_in: dict[str, int]  # upstream events by kind; names outside the table are "unknown"
-    events_out: dict[str, int]  # legacy events by kind: snapshot, ping, error, done
+    # client events by kind: snapshot (a completion event), ping, error, done (the stream ended
+    # with a stop_reason: [DONE] for legacy clients, the final event for modern ones)
+    events_out: dict[str, int]
     bytes_in: int
     bytes_out: int
     snapshots_skipped: int
     outcome: str | None  # None while running; "ok"; or a StreamErrorReason
-    translator: dict[str, int]  # what the translator dropped or mapped (Messages: blocks, stops)
+    # what the translator dropped or mapped (Messages: translate.messages.COUNTS)
+    translator: dict[str, int]
 
 
 class StreamConverter:
@@ -56,15 +69,23 @@ class StreamConverter:
         self,
         kind: UpstreamKind = "complete",
         *,
+        client_format: ClientFormat = "legacy",
+        strip_prefix: str = "",
         pings: bool = True,
         event_id: str | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         legacy_model: str | None = None,
     ) -> None:
+        if kind != "messages" and (client_format != "legacy" or strip_prefix):
+            raise ValueError("client_format 'modern' and strip_prefix need kind 'messages'")
         self._decoder = Decoder(max_event_bytes)
-        self._out = LegacyStream(pings=pings, event_id=event_id)
+        self._out: ClientStream = (
+            ModernStream(pings=pings)
+            if client_format == "modern"
+            else LegacyStream(pings=pings, event_id=event_id)
+        )
         self._translator: CompletionsTranslator | MessagesTranslator = (
-            MessagesTranslator(self._out, legacy_model)
+            MessagesTranslator(self._out, legacy_model, strip_prefix=strip_prefix)
             if kind == "messages"
             else CompletionsTranslator(self._out)
         )
@@ -75,7 +96,19 @@ class StreamConverter:
     # -- the shell's side ----------------------------------------------------------------------
 
     @property
+    def room(self) -> int:
+        """Bytes the converter may still hand out before it holds (issue 14; see
+        ``translate.output``). The shell sets it from the client transport's free buffer."""
+        return self._out.room
+
+    @room.setter
+    def room(self, value: int) -> None:
+        self._out.room = value
+
+    @property
     def behind(self) -> bool:
+        """The boolean view of ``room``, kept for callers of the flag's era: True sets no room,
+        False an unlimited one."""
         return self._out.behind
 
     @behind.setter
@@ -118,7 +151,7 @@ class StreamConverter:
         else:
             out = self._dispatch(events)
         if not self._out.finished:
-            out += self._out.fail("upstream_closed")  # ended before a stop_reason (rule 6)
+            out += self._fail("upstream_closed")  # ended before a stop_reason (rule 6)
         self.bytes_out += len(out)
         return out
 
@@ -126,7 +159,7 @@ class StreamConverter:
         """The shell saw the upstream fail (reset, idle timeout) or the drain deadline pass.
 
         An event cut by a reset is dropped, not dispatched (spec section 7)."""
-        out = self._out.fail(reason)
+        out = self._fail(reason)
         self.bytes_out += len(out)
         return out
 
@@ -148,9 +181,14 @@ class StreamConverter:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _fail(self, reason: StreamErrorReason) -> bytes:
+        # text a translator still holds (the start of an answer) belongs before the error
+        self._translator.flush()
+        return self._out.fail(reason)
+
     def _dispatch_then_fail(self, exc: EventTooLarge) -> bytes:
         out = self._dispatch(exc.events)
-        return out + self._out.fail(exc.reason)
+        return out + self._fail(exc.reason)
 
     def _dispatch(self, events: list[Event]) -> bytes:
         if not events:
@@ -168,7 +206,7 @@ class StreamConverter:
             try:
                 parts.append(handler(data))
             except StreamError as exc:  # an invalid event (rule 6)
-                parts.append(out.fail(exc.reason))
+                parts.append(self._fail(exc.reason))
             if out.finished:
                 break  # nothing after the final event or an error reaches the client
         return parts[0] if len(parts) == 1 else b"".join(parts)

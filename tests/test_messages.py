@@ -15,6 +15,7 @@ from proxy.translate.messages import (
     message_to_completion,
     messages_request_body,
     prompt_to_messages,
+    strip_prefill,
 )
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
@@ -110,14 +111,61 @@ def test_non_streaming_message_to_completion() -> None:
     }  # fmt: skip
     result = message_to_completion(json.dumps(message).encode(), "claude-2.1")
     assert result is not None
-    body, dropped, known = result
-    assert json.loads(body) == {
-        "type": "completion", "id": "msg_1", "completion": " Hi there",
-        "stop_reason": "stop_sequence", "model": "claude-2.1", "stop": "\n\nHuman:",
-        "log_id": "msg_1", "truncated": False, "exception": None,
+    body, counts = result
+    assert body == (
+        b'{"type":"completion","id":"msg_1","completion":" Hi there","stop_reason":'
+        b'"stop_sequence","model":"claude-2.1","stop":"\\n\\nHuman:","log_id":"msg_1",'
+        b'"truncated":false,"exception":null}'
+    )
+    assert counts == {
+        "dropped_blocks": 0, "thinking_blocks": 1, "other_stop_reason": 0, "prefill_stripped": 0
     }  # fmt: skip
-    assert (dropped, known) == (1, True)
     assert message_to_completion(b'{"type": "error"}', None) is None
+
+
+def test_non_streaming_modern_body_has_no_legacy_fields() -> None:
+    """Section 3's 2023-06-01 body, in that key order, for a 2023-06-01 client."""
+    message = {
+        "id": "msg_2", "type": "message", "model": "claude-haiku-5-5",
+        "content": [{"type": "redacted_thinking", "data": "x"},
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+                    {"type": "text", "text": "\nSure, 4."}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+    }  # fmt: skip
+    result = message_to_completion(
+        json.dumps(message).encode(), "claude-instant-1", client_format="modern",
+        strip_prefix="Sure,",
+    )  # fmt: skip
+    assert result is not None
+    body, counts = result
+    assert body == (
+        b'{"type":"completion","id":"msg_2","completion":" 4.","stop_reason":"stop_sequence",'
+        b'"model":"claude-instant-1","stop":null,"log_id":"msg_2"}'
+    )
+    assert counts == {
+        "dropped_blocks": 1, "thinking_blocks": 1, "other_stop_reason": 1, "prefill_stripped": 1
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "prefix", "expected"),
+    [
+        ("Sure, here", "Sure", (", here", True)),
+        ("  \nSure here", "Sure", (" here", True)),
+        ("Sure", "Sure", ("", True)),
+        ("No. Sure", "Sure", ("No. Sure", False)),
+        (" Su", "Sure", (" Su", False)),  # the answer ended before the prefix did
+        ("sure", "Sure", ("sure", False)),
+        (" x", "", (" x", False)),
+    ],
+)
+def test_strip_prefill(text: str, prefix: str, expected: tuple[str, bool]) -> None:
+    assert strip_prefill(text, prefix) == expected
+    message = {"id": "m", "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
+    result = message_to_completion(json.dumps(message).encode(), None, strip_prefix=prefix)
+    assert result is not None
+    assert json.loads(result[0])["completion"] == expected[0]
+    assert result[1]["prefill_stripped"] == int(expected[1])
 
 
 def test_non_streaming_bodies_with_odd_values_never_raise() -> None:
@@ -128,7 +176,9 @@ def test_non_streaming_bodies_with_odd_values_never_raise() -> None:
     out = message_to_completion(json.dumps(body).encode(), None)
     assert out is not None and json.loads(out[0])["completion"] == "a"
     out = message_to_completion(b'{"content": [], "stop_reason": ["x"]}', None)
-    assert out is not None and out[2] is False  # an unknown stop reason, counted
+    assert out is not None and out[1]["other_stop_reason"] == 1  # an unknown stop reason
+    out = message_to_completion(b'{"content": [{"type": ["x"]}, 5], "id": ["y"]}', None)
+    assert out is not None and out[1]["dropped_blocks"] == 2
     assert message_to_completion(b"[" * 3000 + b"]" * 3000, None) is None
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 from proxy import jsonfast
 from proxy.errors import StreamError
 from proxy.jsonfast import loads as _loads
-from proxy.translate.legacy_stream import LegacyStream
+from proxy.translate.output import ClientStream
 
 
 def parse_object(data: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def parse_object(data: str) -> dict[str, Any]:
     return obj
 
 
-def error_event(out: LegacyStream, data: str) -> bytes:
+def error_event(out: ClientStream, data: str) -> bytes:
     """An upstream ``error`` event (rule 5); shared by every translator."""
     error = parse_object(data).get("error")
     if type(error) is not dict:
@@ -40,12 +40,13 @@ def error_event(out: LegacyStream, data: str) -> bytes:
 
 
 class CompletionsTranslator:
-    """Turns decoded upstream events into legacy bytes through a LegacyStream."""
+    """Turns decoded upstream events into legacy bytes through a LegacyStream (a 2023-06-01
+    client reads /v1/complete untouched, so this translator only ever writes legacy output)."""
 
     KINDS: Final = ("completion", "ping", "error")
     __slots__ = ("_handlers", "counts", "out")
 
-    def __init__(self, out: LegacyStream) -> None:
+    def __init__(self, out: ClientStream) -> None:
         self.out = out
         self.counts: dict[str, int] = {}  # nothing is dropped or mapped here
         self._handlers: dict[str, Callable[[str], bytes]] = {
@@ -81,6 +82,9 @@ class CompletionsTranslator:
 
     def _ping(self, data: str) -> bytes:
         return self.out.ping()
+
+    def flush(self) -> None:
+        """Nothing is held here (the Messages translator may hold the start of an answer)."""
 
     def _error(self, data: str) -> bytes:
         return error_event(self.out, data)

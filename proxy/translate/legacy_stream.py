@@ -6,9 +6,10 @@ pings, the optional ``id:`` line (rule 5), the error event with no ``[DONE]`` (r
 ``[DONE]`` only after a ``stop_reason`` (rule 2), and snapshot skipping (rule 7).
 
 Memory per stream (rule 7): the running text, kept once as its escaped JSON bytes (O(text)), the
-few short fields, and *no* queued snapshots. While the client is behind, a pending snapshot is a
-flag, not bytes: when the shell asks for it, it is built from the current state, which is the
-latest snapshot. So a stream costs O(len(text)) plus the one event being returned.
+few short fields, and *no* queued snapshots. While the client has no ``room`` (see
+``translate.output``), a pending snapshot is a flag, not bytes: when the shell asks for it, it is
+built from the current state, which is the latest snapshot. So a stream costs O(len(text)) plus
+the one event being returned, and one read costs at most ``room`` plus one snapshot of output.
 
 CPU: each delta is JSON-escaped once, when it arrives (``escape_str``), never the whole text per
 event; a snapshot is then a concatenation. Cumulative output is quadratic in bytes by nature
@@ -22,6 +23,7 @@ from typing import Any, Final
 from proxy import jsonfast
 from proxy.errors import STREAM_ERROR_MESSAGES, StreamError, StreamErrorReason
 from proxy.jsonfast import escape_str
+from proxy.translate.output import ClientStream
 
 DONE: Final = b"data: [DONE]\n\n"
 PING: Final = b"event: ping\ndata: {}\n\n"
@@ -29,37 +31,19 @@ _HEAD: Final = b'data: {"completion":"'
 _TAIL_OK: Final = b',"truncated":false,"exception":null}\n\n'
 
 
-class LegacyStream:
-    """Builds the legacy event bytes. ``behind`` is set by the shell (spec rule 7)."""
+class LegacyStream(ClientStream):
+    """Builds the legacy event bytes. ``room`` is set by the shell (spec rule 7, issue 14)."""
 
-    __slots__ = (
-        "_fields",
-        "_id_line",
-        "_middle",
-        "_pending",
-        "_text",
-        "behind",
-        "finished",
-        "out_counts",
-        "outcome",
-        "pings",
-        "snapshots_skipped",
-    )
+    __slots__ = ("_fields", "_id_line", "_middle", "_pending", "_text")
 
     def __init__(self, *, pings: bool = True, event_id: str | None = None) -> None:
-        self.pings = pings
+        super().__init__(pings=pings)
         self._id_line = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
         self._text = bytearray()  # escaped JSON of the running text, without quotes
         # stop_reason, stop, model, log_id, id: the latest value of each (spec section 2)
         self._fields: tuple[Any, ...] = (None, None, None, None, None)
         self._middle = self._encode_fields(self._fields)
         self._pending = False
-        self.behind = False
-        self.finished = False
-        self.outcome: str | None = None  # "ok" or a StreamErrorReason once finished
-        self.snapshots_skipped = 0
-        # legacy events written, by kind: snapshot, ping, error, done
-        self.out_counts = {"snapshot": 0, "ping": 0, "error": 0, "done": 0}
 
     # -- state updates -------------------------------------------------------------------------
 
@@ -79,15 +63,18 @@ class LegacyStream:
             self._text += escape_str(delta)
         if stop_reason is not None:
             return self.finish()
-        if self.behind:
+        if self.room <= 0:
             return self.snapshot()  # held as pending
         if self._pending:  # a held snapshot superseded by this one before it was taken
             self._pending = False
             self.snapshots_skipped += 1
         self.out_counts["snapshot"] += 1
         if self._id_line:
-            return self._render(_TAIL_OK, "snapshot", counted=True)
-        return b"".join((_HEAD, self._text, self._middle, _TAIL_OK))
+            out = self._render(_TAIL_OK, "snapshot", counted=True)
+        else:
+            out = b"".join((_HEAD, self._text, self._middle, _TAIL_OK))
+        self.room -= len(out)
+        return out
 
     def set_fields(self, stop: Any, model: Any, log_id: Any, upstream_id: Any) -> None:
         """Take field values that come with no text (Messages' message_start): nothing is
@@ -104,32 +91,44 @@ class LegacyStream:
         """stop_reason, stop, model, log_id, upstream id: the latest value of each."""
         return self._fields
 
+    def append(self, delta: str) -> None:
+        """Text for the next event (held text a translator releases at the end): the final or
+        error event written next carries it, since every legacy event has the whole text."""
+        if not self.finished and delta:
+            self._text += escape_str(delta)
+
     # -- output --------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The event for the text so far, or b"" when the client is behind (held as pending)."""
+        """The event for the text so far, or b"" when there is no room (held as pending)."""
         if self.finished:
             return b""
-        if self.behind:
+        if self.room <= 0:
             if self._pending:
                 self.snapshots_skipped += 1
             self._pending = True
             return b""
         self._supersede_pending()
-        return self._render(_TAIL_OK, "snapshot")
+        out = self._render(_TAIL_OK, "snapshot")
+        self.room -= len(out)
+        return out
 
     def take_pending(self) -> bytes:
-        """The latest held snapshot, once; b"" when none is held."""
+        """The latest held snapshot, once; b"" when none is held. Handed over whatever the room
+        (the shell asks when it can write), and charged to it."""
         if not self._pending or self.finished:
             return b""
         self._pending = False
-        return self._render(_TAIL_OK, "snapshot")
+        out = self._render(_TAIL_OK, "snapshot")
+        self.room -= len(out)
+        return out
 
     def ping(self) -> bytes:
-        # While behind, a ping would only add to the backlog; the client is getting bytes anyway.
-        if self.finished or not self.pings or self.behind:
+        # Without room, a ping would only add to the backlog; the client is getting bytes anyway.
+        if self.finished or not self.pings or self.room <= 0:
             return b""
         self.out_counts["ping"] += 1
+        self.room -= len(PING)
         return PING
 
     def finish(self) -> bytes:
@@ -141,6 +140,7 @@ class LegacyStream:
         self.out_counts["done"] += 1
         self.finished = True
         self.outcome = "ok"
+        self.room -= len(out)
         return out
 
     def fail(
@@ -174,6 +174,7 @@ class LegacyStream:
         out = self._render(tail, "error", middle)
         self.finished = True
         self.outcome = reason
+        self.room -= len(out)
         return out
 
     # -- internals -----------------------------------------------------------------------------

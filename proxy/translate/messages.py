@@ -1,17 +1,27 @@
 """Legacy /v1/complete on a model that only speaks the Messages API (spec section 6). CORE.
 
 Three pure pieces: the request (a ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` prompt to ``system`` +
-``messages``), the stream (Messages events to the same legacy stream as Text Completions), and
-the non-streaming body (a Message to a legacy completion).
+``messages``, per target profile), the stream (Messages events to the client's own format: the
+legacy stream of Text Completions, or the 2023-06-01 one), and the non-streaming body (a Message
+to a completion body in either format).
 
 Stream events, by name:
 
     message_start        model and id (the legacy log_id)
-    content_block_start  a text block is read; any other kind (tool_use, thinking, ...) is dropped
+    content_block_start  a text block is read; any other kind is dropped: thinking and
+                         redacted_thinking counted apart (expected on 5.x), the rest together
     content_block_delta  text_delta appends and emits a snapshot; other deltas are dropped
     message_delta        stop_reason / stop_sequence, mapped (table below): the final event + [DONE]
     message_stop         the final event, if message_delta did not carry a stop_reason
     ping, error          as in Text Completions
+
+An emulated prefill (``strip_prefix``, spec section 6 "Prefill") is removed from the start of the
+answer, as Text Completions returned only what followed the prefill. The translator holds the
+answer's first characters until it knows: the answer begins with the prefix, possibly after
+whitespace the model put first (removed together with the prefix: it was never part of the
+answer a prefill continues), or it does not (then the held text goes on unchanged, whitespace
+included). It decides on text, not on deltas, so any split gives the same result; a stream that
+ends (or fails) undecided releases what is held before its last event.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from proxy import jsonfast
 from proxy.errors import BadRequest, StreamError
 from proxy.modeltable import Profile, profile_for
 from proxy.translate.completions import error_event, parse_object
-from proxy.translate.legacy_stream import LegacyStream
+from proxy.translate.output import ClientStream
 
 HUMAN: Final = "\n\nHuman:"
 ASSISTANT: Final = "\n\nAssistant:"
@@ -39,6 +49,10 @@ STOP_REASONS: Final[dict[str, tuple[str, str | None]]] = {
     "max_tokens": ("max_tokens", None),
 }
 OTHER_STOP: Final = ("stop_sequence", None)
+# content blocks that are thinking: expected from 5.x models, so counted apart from the others
+THINKING_BLOCKS: Final = ("thinking", "redacted_thinking")  # a tuple: a block type may be any JSON
+# translator counts, for metrics: the same keys streaming and not
+COUNTS: Final = ("dropped_blocks", "thinking_blocks", "other_stop_reason", "prefill_stripped")
 # carried over unchanged from a legacy request (spec section 6)
 _CARRIED: Final = ("stop_sequences", "temperature", "top_p", "top_k", "stream")
 
@@ -320,11 +334,29 @@ def messages_request_body(body: Mapping[str, Any], model: str) -> bytes:
         ) from None
 
 
-def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes, int, bool] | None:
-    """A non-streaming Messages response as a legacy completion body (spec sections 3 and 6).
+def strip_prefill(text: str, prefix: str) -> tuple[str, bool]:
+    """``text`` without ``prefix`` at its start (after any leading whitespace), and whether it
+    was there. The whole-text form of what MessagesTranslator does on a stream."""
+    if not prefix:
+        return text, False
+    body = text.lstrip()
+    if body.startswith(prefix):
+        return body[len(prefix) :], True
+    return text, False
 
-    Returns (body, non-text blocks dropped, stop reason known), or None when the body is not a
-    Message (the shell then passes it through)."""
+
+def message_to_completion(
+    body: bytes,
+    legacy_model: str | None,
+    *,
+    client_format: Literal["legacy", "modern"] = "legacy",
+    strip_prefix: str = "",
+) -> tuple[bytes, dict[str, int]] | None:
+    """A non-streaming Messages response as a completion body in the client's format (spec
+    sections 3 and 6): legacy adds ``truncated`` and ``exception`` to the 2023-06-01 body.
+
+    Returns (body, counts: the keys of COUNTS), or None when the body is not a Message (the
+    shell then passes it through)."""
     try:
         msg = jsonfast.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -336,11 +368,17 @@ def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes,
         for b in msg["content"]
         if isinstance(b, dict) and b.get("type") == "text" and isinstance(t := b.get("text"), str)
     )
-    dropped = sum(
-        1 for b in msg["content"] if not (isinstance(b, dict) and b.get("type") == "text")
-    )
+    kinds = [b.get("type") if isinstance(b, dict) else None for b in msg["content"]]
+    thinking = sum(1 for k in kinds if k in THINKING_BLOCKS)
     stop_reason, stop, known = map_stop(msg.get("stop_reason"), msg.get("stop_sequence"))
-    completion = {
+    text, stripped = strip_prefill(text, strip_prefix)
+    counts = {
+        "dropped_blocks": sum(1 for k in kinds if k != "text") - thinking,
+        "thinking_blocks": thinking,
+        "other_stop_reason": 0 if known else 1,
+        "prefill_stripped": 1 if stripped else 0,
+    }
+    completion: dict[str, Any] = {
         "type": "completion",
         "id": msg.get("id"),
         "completion": text,
@@ -348,10 +386,14 @@ def message_to_completion(body: bytes, legacy_model: str | None) -> tuple[bytes,
         "model": legacy_model if legacy_model is not None else msg.get("model"),
         "stop": stop,
         "log_id": msg.get("id"),
-        "truncated": False,
-        "exception": None,
     }
-    return jsonfast.dumps(completion), dropped, known
+    if client_format == "legacy":
+        completion["truncated"] = False
+        completion["exception"] = None
+    try:
+        return jsonfast.dumps(completion), counts
+    except ValueError:  # an id or stop sequence no JSON writer can echo: pass it through
+        return None
 
 
 def _index(event: dict[str, Any]) -> int:
@@ -363,10 +405,11 @@ def _index(event: dict[str, Any]) -> int:
 
 
 class MessagesTranslator:
-    """Messages stream events -> legacy bytes through a LegacyStream.
+    """Messages stream events -> the client's bytes through a LegacyStream or a ModernStream.
 
     ``legacy_model``: the model name the client asked for, reported back to it (a legacy client
-    that asked for claude-2.1 is told claude-2.1, whatever model served it)."""
+    that asked for claude-2.1 is told claude-2.1, whatever model served it).
+    ``strip_prefix``: an emulated prefill to remove from the start of the answer (module doc)."""
 
     KINDS: Final = (
         "message_start",
@@ -378,14 +421,21 @@ class MessagesTranslator:
         "ping",
         "error",
     )
-    __slots__ = ("_handlers", "_legacy_model", "_skip", "counts", "out")
+    __slots__ = ("_handlers", "_held", "_legacy_model", "_prefix", "_skip", "counts", "out")
 
-    def __init__(self, out: LegacyStream, legacy_model: str | None = None) -> None:
+    def __init__(
+        self, out: ClientStream, legacy_model: str | None = None, *, strip_prefix: str = ""
+    ) -> None:
         self.out = out
         self._legacy_model = legacy_model
         self._skip: set[int] = set()  # indexes of non-text content blocks
-        # dropped_blocks: non-text blocks; other_stop_reason: stop reasons outside the table
-        self.counts = {"dropped_blocks": 0, "other_stop_reason": 0}
+        # the prefix still to look for ("" once decided) and the answer's text held meanwhile
+        self._prefix = strip_prefix
+        self._held = ""
+        # dropped_blocks: non-text blocks other than thinking; thinking_blocks: thinking and
+        # redacted_thinking; other_stop_reason: stop reasons outside the table;
+        # prefill_stripped: the emulated prefill was found and removed
+        self.counts = dict.fromkeys(COUNTS, 0)
         self._handlers: dict[str, Callable[[str], bytes]] = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
@@ -417,9 +467,10 @@ class MessagesTranslator:
         block = obj.get("content_block")
         if type(block) is not dict:
             raise StreamError("invalid_event")
-        if block.get("type") != "text":
+        kind = block.get("type")
+        if kind != "text":
             self._skip.add(_index(obj))
-            self.counts["dropped_blocks"] += 1
+            self.counts["thinking_blocks" if kind in THINKING_BLOCKS else "dropped_blocks"] += 1
             return b""
         text = block.get("text", "")
         return self._append(text) if isinstance(text, str) and text else b""
@@ -437,8 +488,34 @@ class MessagesTranslator:
         return self._append(text)
 
     def _append(self, text: str) -> bytes:
+        if self._prefix:
+            text = self._strip(text)
+            if not text:
+                return b""  # held, or all of it was the prefix: nothing new for the client
         out = self.out
         return out.update(text, None, *out.fields[1:])
+
+    def _strip(self, text: str) -> str:
+        """What of the answer can go out now: "" while it is undecided whether the answer
+        begins with the prefix (the text is held), then the answer without it, or unchanged."""
+        held = self._held + text
+        body = held.lstrip()
+        prefix = self._prefix
+        if body.startswith(prefix):
+            self._prefix = self._held = ""
+            self.counts["prefill_stripped"] += 1
+            return body[len(prefix) :]
+        if prefix.startswith(body):
+            self._held = held  # all whitespace so far, or a start of the prefix: wait
+            return ""
+        self._prefix = self._held = ""
+        return held
+
+    def flush(self) -> None:
+        """The stream ends undecided: what is held is the answer's text, unchanged."""
+        if self._held:
+            self.out.append(self._held)
+        self._prefix = self._held = ""
 
     def _message_delta(self, data: str) -> bytes:
         delta = parse_object(data).get("delta")
@@ -455,6 +532,7 @@ class MessagesTranslator:
         return self._finish("end_turn", None)  # only reached if no message_delta finished it
 
     def _finish(self, stop_reason: Any, stop_sequence: Any) -> bytes:
+        self.flush()
         legacy, stop, known = map_stop(stop_reason, stop_sequence)
         if not known:
             self.counts["other_stop_reason"] += 1
@@ -469,4 +547,5 @@ class MessagesTranslator:
         return self.out.ping()
 
     def _error(self, data: str) -> bytes:
+        self.flush()
         return error_event(self.out, data)
