@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from proxy import __version__
 from proxy.errors import STREAM_ERROR_REASONS
 from proxy.legacy import ClientId
+from proxy.modeltable import DROPPED_FIELDS, name_label
 
 MODES: Final = ("convert", "passthrough")
 ROUTES: Final = ("complete", "complete_via_messages", "messages", "other")
@@ -35,6 +36,8 @@ UPSTREAM_EVENT_KINDS: Final = (
     "message_delta", "message_stop",
 )  # fmt: skip
 LEGACY_EVENT_KINDS: Final = ("snapshot", "ping", "error", "done")
+CLIENT_FORMATS: Final = ("legacy", "modern")  # 2023-01-01 and 2023-06-01 Text Completions
+PREFILL_HANDLING: Final = ("sent", "emulated")
 
 # Streams last seconds to many minutes: buckets reach 10 minutes.
 DURATION_BUCKETS: Final = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -154,6 +157,40 @@ class Metrics:
             ["client", "streamed"],
             registry=r,
         )
+        self.complete_models = Counter(
+            f"{p}_complete_models",
+            "Text Completions calls by the legacy model name asked for (the built-in table's "
+            "names, else other), the model that answered (a configured target, else other) and "
+            "the client's format (legacy 2023-01-01, modern 2023-06-01).",
+            ["model", "target", "format"],
+            registry=r,
+        )
+        self.messages_fallbacks = Counter(
+            f"{p}_messages_fallbacks",
+            "Targets that answered 404 not_found_error (retired) before any byte, so the tier's "
+            "next target was tried.",
+            registry=r,
+        )
+        self.messages_prefill = Counter(
+            f"{p}_messages_prefill",
+            "Prompts ending in an assistant prefill: sent as an assistant message, or emulated "
+            "(the target refuses prefill).",
+            ["handling"],
+            registry=r,
+        )
+        self.messages_dropped_fields = Counter(
+            f"{p}_messages_dropped_fields",
+            "Request fields left out of the Messages request: sampling values the target "
+            "refuses or set to -1, blank stop sequences, max_tokens capped, fields the Messages "
+            "API does not take (other).",
+            ["field"],
+            registry=r,
+        )
+        self.messages_thinking_blocks = Counter(
+            f"{p}_messages_thinking_blocks",
+            "Thinking blocks kept from Text Completions clients (expected on 5.x models).",
+            registry=r,
+        )
         self.ready = Gauge(
             f"{p}_ready",
             "1 while the proxy accepts traffic, 0 while it drains for shutdown.",
@@ -185,6 +222,16 @@ class Metrics:
             self.stream_errors.labels(reason)
         for cls in STATUS_CLASSES:
             self.upstream_responses.labels(cls)
+        for handling in PREFILL_HANDLING:
+            self.messages_prefill.labels(handling)
+        for name in DROPPED_FIELDS:
+            self.messages_dropped_fields.labels(name)
+
+    def complete_call(self, model: object, target: str, client_format: str) -> None:
+        """``target``: already a label (a configured target, or "other")."""
+        name = name_label(model)
+        self.complete_models.labels(name, target, client_format).inc()
+        self.migration.record_model(name, target)
 
     def metric_names(self) -> Iterable[str]:
         """Every series name this registry can export, labelled ones with no samples yet
@@ -244,6 +291,12 @@ class Migration:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self.clients: dict[str, ClientUsage] = {}
+        # legacy model name label -> target label -> calls (both bounded sets)
+        self.models: dict[str, dict[str, int]] = {}
+
+    def record_model(self, name: str, target: str) -> None:
+        targets = self.models.setdefault(name, {})
+        targets[target] = targets.get(target, 0) + 1
 
     def record(self, client: str, *, streamed: bool, ok: bool) -> None:
         now = self._clock()
@@ -269,8 +322,13 @@ class Migration:
             }
             for name, u in sorted(self.clients.items())
         }
+        models = {
+            name: {"requests": sum(t.values()), "targets": dict(sorted(t.items()))}
+            for name, t in sorted(self.models.items())
+        }
         return {
             "clients": clients,
+            "models": models,
             "totals": {
                 "clients": len(clients),
                 "requests": sum(u.requests for u in self.clients.values()),

@@ -26,6 +26,15 @@ from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import SplitResult, urlsplit
 
 from proxy.errors import ConfigError
+from proxy.modeltable import (
+    DEFAULT_PROFILES,
+    DEFAULT_TIERS,
+    LEGACY_NAMES,
+    Profile,
+    looks_like_messages_model,
+    profile_for,
+    targets_for,
+)
 
 ENV_PREFIX: Final = "LEGACY_PROXY_"
 
@@ -81,17 +90,59 @@ class Deprecation:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteSettings:
+    # Where POST /v1/complete goes (spec section 6): "messages" (every call through
+    # /v1/messages, answered in the client's own format: no model is left on /v1/complete) or
+    # "complete" (forward to /v1/complete, except the names [messages] maps).
+    upstream: Literal["messages", "complete"] = "messages"
+
+
+@dataclass(frozen=True, slots=True)
 class MessagesSettings:
-    # legacy model name -> current model; a legacy /v1/complete request for one of these names
-    # is served through /v1/messages (spec section 6)
+    # legacy model name -> current model: a per-name override of the built-in table (messages
+    # mode); in complete mode, the names served through /v1/messages at all
     models: dict[str, str] = field(default_factory=dict)
-    # the model for legacy names not in the table; empty: they keep going to /v1/complete
+    # the model for names neither in the table nor Messages-looking; empty: the balanced tier (in
+    # complete mode: empty keeps them on /v1/complete)
     default: str = ""
+    # the tiers' targets, tried in order when one answers 404 not_found_error (retired)
+    fast: tuple[str, ...] = DEFAULT_TIERS["fast"]
+    balanced: tuple[str, ...] = DEFAULT_TIERS["balanced"]
+    # tokens added to max_tokens for targets whose thinking cannot be switched off
+    thinking_allowance: int = 16000
+    # target -> what it accepts; the built-in profiles, with the operator's entries over them
+    profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
 
     def target(self, legacy_model: object) -> str | None:
+        """complete mode: the model serving a mapped name, or None (it stays on /v1/complete)."""
         if isinstance(legacy_model, str) and legacy_model in self.models:
             return self.models[legacy_model]
         return self.default or None
+
+    def targets(self, legacy_model: object) -> tuple[str, ...]:
+        """messages mode: the targets for the name a client asked for, in the order tried."""
+        tiers = {"fast": self.fast, "balanced": self.balanced}
+        return targets_for(legacy_model, tiers=tiers, overrides=self.models, default=self.default)
+
+    def setting_for(self, legacy_model: object) -> str | None:
+        """The setting that chose ``targets(legacy_model)``: what to change when all are gone.
+        None when the client named a Messages model itself."""
+        name = legacy_model if isinstance(legacy_model, str) else None
+        if name is not None and name in self.models:
+            return f'[messages.models] "{name}"'
+        if name is not None and name in LEGACY_NAMES:
+            return f"[messages] {LEGACY_NAMES[name]}"
+        if name is not None and looks_like_messages_model(name):
+            return None
+        return "[messages] default" if self.default else "[messages] balanced"
+
+    def profile(self, model: str) -> Profile:
+        return profile_for(model, self.profiles)
+
+    def known_targets(self) -> frozenset[str]:
+        """Every model these settings can send to: the bounded set of target metric labels."""
+        named = (*self.fast, *self.balanced, *self.models.values(), self.default)
+        return frozenset(m for m in (*named, *self.profiles) if m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +162,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     deprecation: Deprecation = field(default_factory=Deprecation)
+    complete: CompleteSettings = field(default_factory=CompleteSettings)
     messages: MessagesSettings = field(default_factory=MessagesSettings)
 
 
@@ -139,6 +191,9 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "limits.write_high_water_bytes": (lambda v: v >= 1024, "must be >= 1024"),
     "shutdown.drain_seconds": (lambda v: v >= 0, "must be a number >= 0"),
     "metrics.max_client_labels": (lambda v: 1 <= v <= 200, "must be 1-200"),
+    "messages.fast": (bool, "must list at least one model"),
+    "messages.balanced": (bool, "must list at least one model"),
+    "messages.thinking_allowance": (lambda v: 0 <= v <= 1_000_000, "must be 0-1000000"),
 }
 
 
@@ -204,6 +259,8 @@ def _convert(label: str, key: str, hint: Any, value: Any, from_env: bool) -> Any
         if not isinstance(value, str):
             raise ConfigError(label, f"must be a string in quotes, got {shown}")
         result = value
+    elif get_origin(hint) is dict and get_args(hint)[1] is Profile:
+        result = _profiles(label, value, from_env)
     elif get_origin(hint) is dict:
         # tables come from TOML; the environment form is name=value pairs separated by commas
         if from_env and isinstance(value, str):
@@ -229,6 +286,52 @@ def _convert(label: str, key: str, hint: Any, value: Any, from_env: bool) -> Any
     if rule is not None and not rule[0](result):
         raise ConfigError(label, f"{rule[1]}, got {shown}")
     return result
+
+
+_PROFILE_FIELDS: Final = tuple(f.name for f in fields(Profile))
+
+
+def _profiles(label: str, value: Any, from_env: bool) -> dict[str, Profile]:
+    """Target profiles over the built-in ones. TOML: ``[messages.profiles."<model>"]`` tables with
+    any of max_output, sampling, prefill, thinking (the rest from the built-in or restrictive
+    profile of that model); environment: ``model=max_output:sampling:prefill:thinking,...``."""
+    if from_env and isinstance(value, str):
+        table: dict[str, Any] = {}
+        for item in (p.strip() for p in value.split(",")):
+            if not item:
+                continue
+            name, sep, spec = item.partition("=")
+            parts = spec.split(":")
+            if not (sep and name.strip() and len(parts) == len(_PROFILE_FIELDS)):
+                raise ConfigError(
+                    label,
+                    "must be model=max_output:sampling:prefill:thinking entries separated by "
+                    f'commas, got "{item}"',
+                )
+            values = (p.strip() for p in parts)
+            table[name.strip()] = dict(zip(_PROFILE_FIELDS, values, strict=True))
+        value = table
+    if not isinstance(value, dict):
+        raise ConfigError(label, f"must be a table of model names to profiles, got {_shown(value)}")
+    hints = get_type_hints(Profile)
+    out = dict(DEFAULT_PROFILES)
+    for model, spec in value.items():
+        where = f"{label}.{model}" if not from_env else f"{label} ({model})"
+        if not isinstance(spec, dict):
+            raise ConfigError(where, f"must be a table of {', '.join(_PROFILE_FIELDS)}")
+        for key in spec:
+            if key not in _PROFILE_FIELDS:
+                raise ConfigError(f"{where}.{key}", "unknown setting")
+        base = profile_for(model, DEFAULT_PROFILES)
+        kwargs = {
+            name: _convert(f"{where}.{name}", "", hints[name], spec[name], from_env)
+            for name in _PROFILE_FIELDS
+            if name in spec
+        }
+        if kwargs.get("max_output", 1) <= 0:
+            raise ConfigError(f"{where}.max_output", f"must be > 0, got {spec['max_output']}")
+        out[model] = dataclasses.replace(base, **kwargs)
+    return out
 
 
 def _build(cls: type, prefix: str, values: dict[str, Any], env_names: dict[str, str]) -> Any:

@@ -47,6 +47,9 @@ async def make_proxy(
     clients: list[TestClient[Any, Any]] = []
 
     async def factory(**env: str) -> tuple[TestClient[Any, Any], Metrics]:
+        # the scripted upstream speaks Text Completions: these tests hold the native conversion,
+        # so /v1/complete stays on /v1/complete unless a test says otherwise
+        env.setdefault("complete_upstream", "complete")
         metrics = Metrics()
         app = create_app(settings_for(upstream[1], **env), metrics, ServerState())
         client = TestClient(TestServer(app, host="127.0.0.1"))
@@ -83,12 +86,13 @@ StackFactory = Callable[..., Coroutine[Any, Any, Stack]]
 async def stack() -> AsyncIterator[StackFactory]:
     servers: list[TestServer] = []
 
-    async def make(fault: str = "", **env: str) -> Stack:
-        # Text Completions for any model, as the proxy still sends legacy completions to
-        # /v1/complete; permissive /v1/messages, as MAPPED and py_current.py target
-        # claude-sonnet-4-5, which today's API has retired (404)
+    async def make(fault: str = "", text_completions: bool = False, **env: str) -> Stack:
+        # By default the simulator answers like today's API (no model on /v1/complete, strict
+        # /v1/messages) and the proxy runs on its defaults (every /v1/complete through Messages):
+        # the path real users run. text_completions=True serves /v1/complete for any model, for
+        # tests of complete.upstream = complete.
         sim_app = create_simulator(
-            SimConfig(tokens=TOKENS, fault=fault, text_completions=True, strict=False)
+            SimConfig(tokens=TOKENS, fault=fault, text_completions=text_completions)
         )
         sim = TestServer(sim_app, host="127.0.0.1")
         await sim.start_server()

@@ -44,7 +44,7 @@ def create_app(
         settings=settings,
         upstream=upstream,
         metrics=metrics,
-        recorder=Recorder(metrics),
+        recorder=Recorder(metrics, settings.messages.known_targets()),
         state=state,
         deprecation=deprecation_headers(settings),
     )

@@ -65,7 +65,13 @@ class Entry:
             if mode == "reject":
                 raise BadRequest("the anthropic-version header is required")
             is_legacy = mode == "legacy"
-            convert = is_legacy and ex.route == "complete" and request.method == "POST"
+            # Text Completions is converted for legacy clients, and for every client when it goes
+            # through Messages: no model is left on /v1/complete (spec section 6)
+            convert = (
+                ex.route == "complete"
+                and request.method == "POST"
+                and (is_legacy or deps.settings.complete.upstream == "messages")
+            )
             ex.mode = "convert" if convert else "passthrough"
             if is_legacy:
                 cid = legacy.client_id(
@@ -81,7 +87,7 @@ class Entry:
             counted = True
             try:
                 if convert:
-                    response = await self._complete(request, ex)
+                    response = await self._complete(request, ex, is_legacy)
                 else:
                     response = await passthrough.handle(deps, request, ex, is_legacy)
             except asyncio.CancelledError:
@@ -115,7 +121,9 @@ class Entry:
             deps.recorder.done(ex, time.perf_counter() - t0)
         return response
 
-    async def _complete(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+    async def _complete(
+        self, request: web.Request, ex: Exchange, is_legacy: bool
+    ) -> web.StreamResponse:
         """A Text Completions call: read it once, then pick the route that answers it."""
         deps = self.deps
         if "last-event-id" in request.headers:
@@ -127,8 +135,14 @@ class Entry:
         fields = legacy.parse_request(body)
         call = CompleteCall(body, fields, fields.get("stream") is True)
         ex.stream = call.stream
-        target = deps.settings.messages.target(fields.get("model"))
+        model = fields.get("model")
+        via = deps.settings.messages
+        if deps.settings.complete.upstream == "messages":
+            targets = via.targets(model)
+            return await messages.handle(
+                deps, request, ex, call, targets, "legacy" if is_legacy else "modern"
+            )
+        target = via.target(model)  # complete mode: only the names [messages] maps
         if target is not None:
-            # a model that only speaks the Messages API (spec section 6)
-            return await messages.handle(deps, request, ex, call, target)
+            return await messages.handle(deps, request, ex, call, (target,), "legacy")
         return await complete.handle(deps, request, ex, call)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from proxy.convert import Stats
 from proxy.logs import get_logger
 from proxy.metrics import Metrics, status_class
+from proxy.modeltable import name_label
 from proxy.server.upstream import Opened
+from proxy.translate.messages import Attempt
 
 
 @dataclass(slots=True)
@@ -35,6 +37,11 @@ class Exchange:
     bytes_out: int = 0
     error: str | None = None
     settled: bool = False  # a converted stream decided its own outcome (rule 8)
+    # Text Completions through Messages: the legacy name asked for and the model that answered,
+    # both as their bounded labels, and how many retired targets were skipped on the way
+    model: str | None = None
+    target: str | None = None
+    fallbacks: int = 0
 
     def note_upstream(self, opened: Opened) -> None:
         self.upstream_request_id = opened.response.headers.get("request-id")
@@ -45,9 +52,30 @@ class Exchange:
 class Recorder:
     """Metrics and the log line, from what a request or stream reports."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, targets: frozenset[str] = frozenset()) -> None:
         self.metrics = metrics
         self.log = get_logger()
+        self._targets = targets  # the models the settings name: the target labels
+
+    def fallback(self, ex: Exchange, retired: str) -> None:
+        ex.fallbacks += 1
+        self.metrics.messages_fallbacks.inc()
+        self.log.warning(
+            "messages.fallback",
+            request_id=ex.request_id,
+            retired=retired if retired in self._targets else "other",
+        )
+
+    def attempt(self, ex: Exchange, asked: object, attempt: Attempt, client_format: str) -> None:
+        """The target that answered a Text Completions call, and what its request left out."""
+        m = self.metrics
+        ex.model = name_label(asked)
+        ex.target = attempt.model if attempt.model in self._targets else "other"
+        m.complete_call(asked, ex.target, client_format)
+        if attempt.prefill != "none":
+            m.messages_prefill.labels(attempt.prefill).inc()
+        for name in attempt.dropped:
+            m.messages_dropped_fields.labels(name).inc()
 
     def stream(self, stats: Stats, bytes_written: int) -> None:
         """``bytes_written``: what reached the client transport, not what the converter made."""
@@ -73,6 +101,8 @@ class Recorder:
             self.metrics.messages_dropped_blocks.inc(counts["dropped_blocks"])
         if counts.get("other_stop_reason"):
             self.metrics.messages_other_stop_reasons.inc(counts["other_stop_reason"])
+        if counts.get("thinking_blocks"):
+            self.metrics.messages_thinking_blocks.inc(counts["thinking_blocks"])
 
     def done(self, ex: Exchange, duration: float) -> None:
         m = self.metrics
@@ -101,6 +131,9 @@ class Recorder:
                 None if ex.upstream_first_byte_s is None else round(ex.upstream_first_byte_s, 6)
             ),
             client=ex.client,
+            model=ex.model,
+            target=ex.target,
+            fallbacks=ex.fallbacks,
             events_in=ex.events_in,
             events_out=ex.events_out,
             bytes_in=ex.bytes_in,

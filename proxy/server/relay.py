@@ -110,7 +110,11 @@ async def upstream_response(
 async def relay_buffered(deps: Deps, up: aiohttp.ClientResponse, ex: Exchange) -> web.Response:
     """A non-2xx answer on a converted route: status, body and the headers that matter,
     unchanged (spec section 4)."""
-    raw = await read_upstream(up, deps.settings.limits.max_body_bytes)
+    return relay_raw(deps, up, ex, await read_upstream(up, deps.settings.limits.max_body_bytes))
+
+
+def relay_raw(deps: Deps, up: aiohttp.ClientResponse, ex: Exchange, raw: bytes) -> web.Response:
+    """``relay_buffered`` for a body already read."""
     headers = {k: up.headers[k] for k in KEPT_HEADERS if k in up.headers}
     headers.update(deps.deprecation)
     ex.bytes_in = ex.bytes_out = len(raw)

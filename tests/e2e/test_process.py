@@ -63,6 +63,9 @@ class ProxyProcess:
 
 
 async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
+    """The real process in front of ``upstream_url``. These tests' scripted upstream speaks Text
+    Completions, so /v1/complete stays there unless a test says otherwise."""
+    env.setdefault("complete_upstream", "complete")
     port, admin = free_port(), free_port()
     environ = {
         **os.environ,

@@ -36,7 +36,10 @@ async def test_soak_500_streams_for_a_minute() -> None:
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    p = await start_proxy(f"http://127.0.0.1:{sim_port}", log_level="warning")
+    # the path real users run: every legacy /v1/complete through /v1/messages
+    p = await start_proxy(
+        f"http://127.0.0.1:{sim_port}", log_level="warning", complete_upstream="messages"
+    )
     try:
         await asyncio.sleep(0.5)
         idle_fds, idle_rss = fds(p.proc.pid), rss_kb(p.proc.pid)
