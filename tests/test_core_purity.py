@@ -12,6 +12,8 @@ CORE = [
     "proxy.translate.completions",
     "proxy.translate.messages",
     "proxy.translate.legacy_stream",
+    "proxy.translate.modern_stream",
+    "proxy.translate.output",
     "proxy.modeltable",
     "proxy.jsonfast",
     "proxy.errors",
