@@ -256,3 +256,20 @@ def test_modern_ending_writes_the_held_increment_first() -> None:
     assert (first["completion"], first["stop_reason"]) == (" a b", None)  # not marked final
     assert (final["completion"], final["stop_reason"]) == ("", "stop_sequence")
     assert conv.take_pending() == b""
+
+
+def test_modern_held_text_joined_by_a_live_increment_counts_as_skipped() -> None:
+    conv = StreamConverter("messages", client_format="modern")
+    conv.feed(messages_stream([" a"], [], "eof"))
+    conv.room = 0
+    conv.feed(
+        sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "b"}})
+    )
+    conv.room = UNLIMITED
+    out = conv.feed(
+        sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "c"}})
+    )
+    assert json.loads(out.split(b"data: ", 1)[1])["completion"] == "bc"
+    assert conv.take_pending() == b""
+    assert conv.stats().snapshots_skipped == 1
+    assert conv.stats().events_out["snapshot"] == 2
