@@ -16,6 +16,8 @@ CORE = [
     "proxy.translate.completions",
     "proxy.translate.messages",
     "proxy.translate.legacy_stream",
+    "proxy.translate.modern_stream",
+    "proxy.translate.output",
     "proxy.errors",
 ]
 FORBIDDEN = ["aiohttp", "asyncio", "structlog", "prometheus_client"]

@@ -78,8 +78,9 @@ class ModernStream(ClientStream):
         fields = (stop_reason, stop, model, log_id, upstream_id)
         # encoded before anything changes: an event that cannot be encoded adds no text
         encoded = self._encode_fields(fields) if fields != self._fields else None
-        held = bool(self._pending)
         if delta:
+            if self._pending:
+                self.snapshots_skipped += 1  # held text and this one go out as one event
             self._pending += escape_str(delta)
         if stop_reason is not None:
             # the last text goes out under the fields it came with (stop_reason null), then
@@ -93,9 +94,7 @@ class ModernStream(ClientStream):
         if not self._pending:
             return b""  # no new text: nothing to tell a client that appends
         if self.room <= 0:
-            if held and delta:
-                self.snapshots_skipped += 1  # two increments merged into one event
-            return b""
+            return b""  # held: the next increments join it (module doc)
         out = self._increment()
         self.room -= len(out)
         return out
