@@ -8,9 +8,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,3 +203,39 @@ async def test_an_unreachable_upstream_is_named_with_the_os_reason(
         "error": {"type": "api_error", "message": message},
     }
     assert {"event": "upstream.unreachable", "error": message, "log_level": "warning"} in logs
+
+
+def run_demo(port: int, admin: int, sim: int) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LEGACY_PROXY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.demo", "--once", "--port", str(port),
+         "--admin-port", str(admin), "--sim-port", str(sim)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=environ,
+    )  # fmt: skip
+
+
+def test_the_demo_stops_at_once_with_the_proxys_own_message(taken_port: int) -> None:
+    loop_start = time.monotonic()
+    result = run_demo(taken_port, free_port(), free_port())
+    assert time.monotonic() - loop_start < 5  # not a 15 s wait that blames /readyz
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        f"could not listen: port: 127.0.0.1:{taken_port} is already in use",
+        "demo: the proxy exited with status 3 at start-up (its own message is the line above)",
+    ]
+
+
+def test_the_demo_shows_one_request_before_and_after_with_a_ping() -> None:
+    result = run_demo(free_port(), free_port(), free_port())
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr  # no warnings
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    before, _, after = text.partition("What the legacy client received")
+    assert "What the upstream" in before and after
+    # one exchange upstream, and it is the same request: the legacy stream's final log_id (or
+    # Messages id) is the upstream's own
+    assert before.count("What the upstream") == 1
+    final = json.loads(after.splitlines()[-3].removeprefix("data: "))
+    assert final["stop_reason"] is not None and final["log_id"] in before
+    assert "event: ping" in before and "event: ping\ndata: {}\n" in after
+    assert after.rstrip().endswith("data: [DONE]")
