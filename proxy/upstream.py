@@ -25,7 +25,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from proxy.logs import get_logger
 from proxy.settings import Settings
 
@@ -157,6 +157,10 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout("upstream did not answer within the timeout") from None
         except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, ProxyError):
+                # the request body's own limit stopped the upload: the client's fault, not the
+                # upstream's (the handler answers 413)
+                raise UpstreamError(exc.__cause__.message) from None
             # the operator's first question is where and why: host:port and the OS's reason
             message = describe(exc, self.url(raw_path_qs))
             get_logger().warning("upstream.unreachable", error=message)
@@ -196,4 +200,5 @@ def describe(exc: aiohttp.ClientError, url: URL) -> str:
         return f"upstream unreachable: {where}: {_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return f"upstream unreachable: {where}: the connection closed before the response headers"
-    return f"upstream unreachable: {where}: {_reason(exc)}"
+    cause = exc.__cause__
+    return f"upstream unreachable: {where}: {_reason(cause if isinstance(cause, OSError) else exc)}"

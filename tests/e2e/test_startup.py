@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -203,6 +203,22 @@ async def test_an_unreachable_upstream_is_named_with_the_os_reason(
         "error": {"type": "api_error", "message": message},
     }
     assert {"event": "upstream.unreachable", "error": message, "log_level": "warning"} in logs
+
+
+async def test_a_body_over_the_limit_is_not_an_upstream_failure(make_proxy: ProxyFactory) -> None:
+    """The upload stops at the body limit inside the upstream client: a 413, and no warning that
+    blames the upstream."""
+    client, _ = await make_proxy(limits_max_body_bytes="65536")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 65536
+
+    headers = {"anthropic-version": "2023-06-01"}
+    with structlog.testing.capture_logs() as logs:
+        resp = await client.post("/v1/files", data=chunks(), headers=headers)
+    assert resp.status == 413
+    assert [e for e in logs if e["log_level"] == "warning"] == []
 
 
 def run_demo(port: int, admin: int, sim: int) -> subprocess.CompletedProcess[str]:
