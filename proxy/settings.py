@@ -387,15 +387,19 @@ def variables() -> dict[str, str]:
 # LEGACY_PROXY_PORT=tcp://... of a Service named exactly "legacy-proxy" is a real setting's name.
 _SERVICE_LINK: Final = re.compile(
     r"(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
-    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
 )
+# <NAME>_PORT itself is a link only with a link's value: LEGACY_PROXY_ADMN_PORT=8788 is a typo
+_SERVICE_LINK_PORT: Final = re.compile(r"(?:[A-Z0-9_]+_)?PORT")
 _SERVICE_LINK_VALUE: Final = re.compile(r"(?:tcp|udp|sctp)://\S+")
 
 
 def is_service_link(name: str, value: str) -> bool:
     """A variable Kubernetes service links inject, not a setting someone misspelled."""
     rest = name.removeprefix(ENV_PREFIX)
-    return bool(_SERVICE_LINK.fullmatch(rest)) or bool(_SERVICE_LINK_VALUE.fullmatch(value))
+    if _SERVICE_LINK.fullmatch(rest):
+        return True
+    return bool(_SERVICE_LINK_PORT.fullmatch(rest) and _SERVICE_LINK_VALUE.fullmatch(value))
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
