@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
             uvloop.run(serve(settings))
         else:
             asyncio.run(serve(settings))
+    except ConfigError as exc:  # found only when it is used (a CA bundle OpenSSL cannot read)
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
     except ListenError as exc:
         print(f"could not listen: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_LISTEN) from None

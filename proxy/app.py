@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.errors import ListenError
+from proxy.errors import ConfigError, ListenError
 from proxy.handlers import ProxyHandler, ServerState
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
@@ -94,7 +95,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         shutdown_timeout=1.0,
     )
     admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the upstream session, reading upstream.ca_bundle
+    except ssl.SSLError as exc:
+        # the file exists (settings checked that) but holds no certificate OpenSSL can read
+        raise ConfigError(
+            "upstream.ca_bundle", f"not a PEM certificate bundle: {exc.reason or exc}"
+        ) from None
     await admin_runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.limits.backlog)
     admin_site = web.TCPSite(admin_runner, settings.admin_host, settings.admin_port)

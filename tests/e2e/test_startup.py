@@ -99,6 +99,47 @@ def test_bad_configuration_is_status_2() -> None:
                     'got "-1"', 2)  # fmt: skip
 
 
+def test_a_ca_bundle_openssl_cannot_read_is_a_configuration_error(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not a certificate\n")
+    result = run_proxy(port=str(free_port()), admin_port=str(free_port()),
+                       upstream_ca_bundle=str(pem))  # fmt: skip
+    assert_one_line(
+        result,
+        "config error: upstream.ca_bundle: not a PEM certificate bundle: "
+        "NO_CERTIFICATE_OR_CRL_FOUND",
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "link"),
+    [
+        ("LEGACY_PROXY_SERVICE_HOST", "10.0.0.1", True),
+        ("LEGACY_PROXY_SERVICE_PORT", "8787", True),
+        ("LEGACY_PROXY_SERVICE_PORT_HTTP", "8787", True),  # a named port
+        ("LEGACY_PROXY_PORT_8787_TCP", "tcp://10.0.0.1:8787", True),
+        ("LEGACY_PROXY_PORT_8787_TCP_PROTO", "tcp", True),
+        ("LEGACY_PROXY_PORT_8787_TCP_PORT", "8787", True),
+        ("LEGACY_PROXY_PORT_8787_TCP_ADDR", "10.0.0.1", True),
+        ("LEGACY_PROXY_ADMIN_SERVICE_HOST", "10.0.0.2", True),  # Service "legacy-proxy-admin"
+        ("LEGACY_PROXY_ADMIN_PORT_8788_UDP", "udp://10.0.0.2:8788", True),
+        ("LEGACY_PROXY_TIMEOUT_CONNECT", "5", False),  # typos are not links
+        ("LEGACY_PROXY_NOPE", "1", False),
+        ("LEGACY_PROXY_SERVICEHOST", "x", False),
+        ("LEGACY_PROXY_WEB_PORT", "tcp://10.0.0.3:80", True),  # Service "legacy-proxy-web"
+        ("LEGACY_PROXY_PORT", "tcp://10.0.0.1:8787", True),  # a link, though also a setting
+        ("LEGACY_PROXY_ADMN_PORT", "8788", False),  # a typo for ADMIN_PORT, not a link
+        ("LEGACY_PROXY_ADMN_PORT", "tcp://10.0.0.1:8788", True),
+    ],
+)
+def test_service_links_are_told_from_typos(name: str, value: str, link: bool) -> None:
+    from proxy.settings import is_service_link, unknown_variables
+
+    assert is_service_link(name, value) is link
+    assert (unknown_variables({name: value}) == []) is link
+
+
 def test_a_service_link_in_the_port_variable_says_what_to_do() -> None:
     result = run_proxy(port="tcp://10.0.0.1:8787")
     assert_one_line(
