@@ -122,7 +122,8 @@ class Metrics:
         )
         self.snapshots_skipped = Counter(
             f"{p}_snapshots_skipped",
-            "Cumulative snapshots never sent because the client was behind (spec rule 7).",
+            "Cumulative snapshots never sent because the client was behind (docs/wire-format.md, "
+            "rule 7).",
             registry=r,
         )
         self.unknown_events = Counter(
@@ -156,7 +157,8 @@ class Metrics:
         )
         self.resume_refused = Counter(
             f"{p}_resume_refused",
-            "Requests carrying Last-Event-ID answered 400 without forwarding (spec rule 5).",
+            "Requests carrying Last-Event-ID answered 400 without forwarding (docs/wire-format.md, "
+            "rule 5).",
             registry=r,
         )
         self.legacy_requests = Counter(
