@@ -20,12 +20,14 @@ EXIT_LISTEN = 3
 
 
 def _epilog() -> str:
-    from proxy.settings import ENV_PREFIX, described
+    from proxy.settings import ENV_PREFIX, described, shown_default
 
     rows = described()
     key_w = max(len(k) for k, _, _ in rows) + 2
     var_w = max(len(v) for _, v, _ in rows) + 2
-    table = "\n".join(f"  {k:<{key_w}}{v:<{var_w}}{d}" for k, v, d in rows)
+    table = "\n".join(
+        f"  {k:<{key_w}}{v:<{var_w}}{shown_default(d, 2 + key_w + var_w)}" for k, v, d in rows
+    )
     return f"""\
 settings: built-in defaults < the --config file < environment variables
   --config PATH is read from PATH as given (relative to the current directory); there is no

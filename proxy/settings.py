@@ -476,13 +476,28 @@ def _toml_table(path: str, value: Any) -> list[str]:
     return lines
 
 
-def described() -> list[tuple[str, str, str]]:
-    """(dotted key, variable, default as TOML) for every setting, for --help."""
+def described() -> list[tuple[str, str, Any]]:
+    """(dotted key, variable, default value) for every setting, for --help."""
     defaults = Settings()
     out = []
     for var, key in variables().items():
         value: Any = defaults
         for part in key.split("."):
             value = getattr(value, part)
-        out.append((key, var, toml_value(value)))
+        out.append((key, var, value))
     return out
+
+
+def shown_default(value: Any, indent: int, width: int = 100) -> str:
+    """A default for --help: inline TOML when it fits on the line, else a table with one entry
+    per line below the row (tier lists, model tables, per-model profiles)."""
+    inline = toml_value(value)
+    if indent + len(inline) <= width:
+        return inline
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    pad = "  "  # the table's margin: entries under the default column would be too long
+    if isinstance(value, Mapping) and value:
+        entries = [f"{pad}  {_toml_key(k)} = {toml_value(v)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(entries) + "\n" + pad + "}"
+    return inline  # a list stays on its line: a tier's few names read best side by side

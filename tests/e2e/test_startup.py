@@ -152,16 +152,36 @@ def test_a_service_link_in_the_port_variable_says_what_to_do() -> None:
 
 
 def test_help_lists_every_setting_and_the_exit_statuses() -> None:
-    from proxy.settings import described
+    from proxy.settings import described, toml_value
 
     result = run_proxy("--help")
     assert result.returncode == 0 and not result.stderr
-    rows = {tuple(line.split(None, 2)) for line in result.stdout.splitlines()}
+    split = [line.split(None, 2) for line in result.stdout.splitlines()]
+    rows = {r[0]: r[1:] for r in split if len(r) == 3}
     for key, variable, default in described():
-        assert (key, variable, default) in rows, key
+        # a long table starts on the row with "{" and lists its entries below
+        assert rows[key] in ([variable, toml_value(default)], [variable, "{"]), key
     for phrase in ("without --config", "relative to the current directory", "--print-config",
                    "2 bad configuration", "3 could not listen"):  # fmt: skip
         assert phrase in " ".join(result.stdout.split()), phrase
+
+
+def test_long_defaults_are_shown_one_entry_per_line() -> None:
+    from proxy.settings import Legacy, shown_default
+
+    assert shown_default({}, 70) == "{}"
+    assert shown_default(["a", "b"], 70) == '["a", "b"]'
+    tiers = {"fast": ["claude-haiku-4-5"], "balanced": ["claude-sonnet-4-6", "claude-sonnet-4-5"]}
+    assert shown_default(tiers, 70).splitlines() == [
+        "{",
+        '    fast = ["claude-haiku-4-5"],',
+        '    balanced = ["claude-sonnet-4-6", "claude-sonnet-4-5"]',
+        "  }",
+    ]
+    profiles = {"claude-x-1": Legacy()}  # any dataclass: a profile per model
+    assert shown_default(profiles, 70).splitlines()[1] == (
+        '    claude-x-1 = { missing_version = "legacy", pings = "forward", event_ids = "auto" }'
+    )
 
 
 def test_print_config_prints_the_settings_in_force(tmp_path: Path) -> None:
