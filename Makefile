@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/proxy.toml
 
-.PHONY: run demo simulator test lint typecheck unit clients bench bench-core bench-memory clean venv
+.PHONY: run demo simulator test test-quick lint typecheck unit clients bench bench-core bench-memory clean venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ unit: $(VENV)/.installed clients
 	$(PY) -m pytest
 
 test: lint typecheck unit
+
+# The edit-test loop: everything but the soak (a minute of 500 streams, more than half of
+# `make test`) and the real SDKs (their environments and Node.js).
+test-quick: lint typecheck
+	$(PY) -m pytest -m "not slow and not clients"
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py

@@ -2,6 +2,7 @@
 
     ProxyError                      500 api_error         anything the proxy means to say
     ├── ConfigError                 (start-up only)       bad configuration: names the key
+    ├── ListenError                 (start-up only)       a listener could not be opened
     ├── BadRequest                  400 invalid_request_error
     │   └── PayloadTooLarge         413 request_too_large
     ├── Overloaded                  529 overloaded_error  concurrent stream cap reached
@@ -51,6 +52,17 @@ class ProxyError(Exception):
 
 class ConfigError(ProxyError):
     """A setting is wrong. Start-up prints `config error: <key>: <problem>` and exits 2."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class ListenError(ProxyError):
+    """A listener could not be opened (port taken, host not bound or not resolved). Start-up
+    prints `could not listen: <key>: <problem>` and exits 3: the settings were valid, the machine
+    refused them, so a supervisor may retry where it would not for a configuration error."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")

@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from proxy import __version__
 from proxy.errors import STREAM_ERROR_REASONS
@@ -57,6 +64,10 @@ class Metrics:
         client_allowlist: Iterable[str] = ("anthropic-python", "anthropic-typescript"),
         max_client_labels: int = 20,
     ) -> None:
+        # A `_created` series per counter and histogram child (123 of 429 lines) carries only the
+        # process start time, which `process_start_time_seconds` already gives. The switch is
+        # process-wide in prometheus_client and must be set before the metrics are made.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         p = PREFIX
@@ -114,7 +125,8 @@ class Metrics:
         )
         self.snapshots_skipped = Counter(
             f"{p}_snapshots_skipped",
-            "Cumulative snapshots never sent because the client was behind (spec rule 7).",
+            "Cumulative snapshots never sent because the client was behind (docs/wire-format.md, "
+            "rule 7).",
             registry=r,
         )
         self.unknown_events = Counter(
@@ -148,7 +160,8 @@ class Metrics:
         )
         self.resume_refused = Counter(
             f"{p}_resume_refused",
-            "Requests carrying Last-Event-ID answered 400 without forwarding (spec rule 5).",
+            "Requests carrying Last-Event-ID answered 400 without forwarding (docs/wire-format.md, "
+            "rule 5).",
             registry=r,
         )
         self.legacy_requests = Counter(
@@ -237,8 +250,8 @@ class Metrics:
         """Every series name this registry can export, labelled ones with no samples yet
         included (for checking that dashboards and rules name only real metrics)."""
         suffixes = {
-            "counter": ("_total", "_created"),
-            "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
             "gauge": ("",),
             "info": ("_info",),
         }

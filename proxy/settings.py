@@ -5,10 +5,12 @@ Top-level keys map to ``LEGACY_PROXY_<KEY>`` and section keys to ``LEGACY_PROXY_
 and one field on Settings. Every problem is a ConfigError naming the key (or the variable) and
 what is wrong, in one line.
 
-Unknown ``LEGACY_PROXY_*`` variables are ignored on purpose: Kubernetes injects service-link
-variables such as ``LEGACY_PROXY_PORT=tcp://10.0.0.1:8787`` for a Service named legacy-proxy, so
-the manifests set ``enableServiceLinks: false``, and a bad value in a *known* variable names it.
-Unknown keys in the file are errors (they are typos).
+Unknown ``LEGACY_PROXY_*`` variables are never refused: Kubernetes injects service-link
+variables such as ``LEGACY_PROXY_SERVICE_HOST`` for a Service named legacy-proxy. Start-up warns
+about each one that is not such a link (``unknown_variables``), since it is most likely a typo; a
+bad value in a *known* variable (``LEGACY_PROXY_PORT=tcp://...``, the link that collides with a
+setting, hence ``enableServiceLinks: false`` in the manifests) names it. Unknown keys in the file
+are errors (they are typos).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import difflib
+import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -460,3 +465,142 @@ def _check(s: Settings, env_names: dict[str, str]) -> Settings:
             )
     # a path prefix is kept; the trailing slash goes so that prefix + request path has one slash
     return dataclasses.replace(s, upstream_url=url.rstrip("/"))
+
+
+# --- What the command line shows: generated from the dataclasses above, so a setting added there
+# appears in --help, --print-config and the unknown-variable check with nothing else to edit.
+
+
+def variables() -> dict[str, str]:
+    """Every setting's environment variable -> its dotted key, in declaration order."""
+    out: dict[str, str] = {}
+    sections = _sections()
+    for f in fields(Settings):
+        if f.name in sections:
+            for sub in fields(sections[f.name]):
+                out[f"{ENV_PREFIX}{f.name.upper()}_{sub.name.upper()}"] = f"{f.name}.{sub.name}"
+        else:
+            out[ENV_PREFIX + f.name.upper()] = f.name
+    return out
+
+
+# What Kubernetes injects for a Service whose name starts with "legacy-proxy" (service links):
+# LEGACY_PROXY_SERVICE_HOST, LEGACY_PROXY_SERVICE_PORT[_<NAME>], LEGACY_PROXY_PORT_8787_TCP[_PROTO
+# |_PORT|_ADDR], and for a Service "legacy-proxy-x" the same after LEGACY_PROXY_X_; the bare
+# LEGACY_PROXY_PORT=tcp://... of a Service named exactly "legacy-proxy" is a real setting's name.
+_SERVICE_LINK: Final = re.compile(
+    r"(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
+)
+# <NAME>_PORT itself is a link only with a link's value: LEGACY_PROXY_ADMN_PORT=8788 is a typo
+_SERVICE_LINK_PORT: Final = re.compile(r"(?:[A-Z0-9_]+_)?PORT")
+_SERVICE_LINK_VALUE: Final = re.compile(r"(?:tcp|udp|sctp)://\S+")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """A variable Kubernetes service links inject, not a setting someone misspelled."""
+    rest = name.removeprefix(ENV_PREFIX)
+    if _SERVICE_LINK.fullmatch(rest):
+        return True
+    return bool(_SERVICE_LINK_PORT.fullmatch(rest) and _SERVICE_LINK_VALUE.fullmatch(value))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``LEGACY_PROXY_*`` variables that are no setting, each with the closest setting's variable
+    (or None). They are never refused (a deployment may set variables for a later version), but
+    each deserves a warning: a misspelled name otherwise leaves the default in force unseen."""
+    known = variables()
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or is_service_link(name, environ[name]):
+            continue
+        # compared without the shared prefix, or every name would look close to every other
+        stems = {var.removeprefix(ENV_PREFIX): var for var in known}
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1, cutoff=0.75)
+        out.append((name, stems[close[0]] if close else None))
+    return out
+
+
+def toml_value(value: Any) -> str:
+    """A value in TOML's inline syntax (strings as JSON writes them, which TOML reads)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        pairs = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + pairs + " }"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # pragma: no cover - a value type the loader does not know
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text, ensure_ascii=False)
+
+
+def to_toml(settings: Settings) -> str:
+    """The settings as a TOML file that load_settings reads back to the same values: top-level
+    keys, then one table per section; a table-valued field becomes a sub-table of its own."""
+    lines: list[str] = []
+    later: list[str] = []
+    sections = _sections()
+    for f in fields(Settings):
+        if f.name not in sections:
+            lines.append(f"{f.name} = {toml_value(getattr(settings, f.name))}")
+    for name in sections:
+        section = getattr(settings, name)
+        lines += ["", f"[{name}]"]
+        later = []
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, Mapping) or dataclasses.is_dataclass(value):
+                later += _toml_table(f"{name}.{f.name}", value)
+            else:
+                lines.append(f"{f.name} = {toml_value(value)}")
+        lines += later
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_table(path: str, value: Any) -> list[str]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    lines = ["", f"[{path}]"]
+    lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()]
+    return lines
+
+
+def described() -> list[tuple[str, str, Any]]:
+    """(dotted key, variable, default value) for every setting, for --help."""
+    defaults = Settings()
+    out = []
+    for var, key in variables().items():
+        value: Any = defaults
+        for part in key.split("."):
+            value = getattr(value, part)
+        out.append((key, var, value))
+    return out
+
+
+def shown_default(value: Any, indent: int, width: int = 100) -> str:
+    """A default for --help: inline TOML when it fits on the line, else a table with one entry
+    per line below the row (tier lists, model tables, per-model profiles)."""
+    inline = toml_value(value)
+    if indent + len(inline) <= width:
+        return inline
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    pad = "  "  # the table's margin: entries under the default column would be too long
+    if isinstance(value, Mapping) and value:
+        entries = [f"{pad}  {_toml_key(k)} = {toml_value(v)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(entries) + "\n" + pad + "}"
+    return inline  # a list stays on its line: a tier's few names read best side by side

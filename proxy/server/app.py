@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import signal
+import socket
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.errors import ConfigError, ListenError
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
 from proxy.server.entry import Entry
 from proxy.server.exchange import Recorder
 from proxy.server.relay import Deps, deprecation_headers
 from proxy.server.state import ServerState
-from proxy.server.upstream import Upstream
+from proxy.server.upstream import Upstream, egress_proxy
 from proxy.settings import Settings
 
 STATE_KEY = web.AppKey("state", ServerState)
@@ -99,12 +106,26 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         shutdown_timeout=1.0,
     )
     admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the upstream session, reading upstream.ca_bundle
+    except ssl.SSLError as exc:
+        # the file exists (settings checked that) but holds no certificate OpenSSL can read
+        raise ConfigError(
+            "upstream.ca_bundle", f"not a PEM certificate bundle: {exc.reason or exc}"
+        ) from None
     await admin_runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.limits.backlog)
     admin_site = web.TCPSite(admin_runner, settings.admin_host, settings.admin_port)
-    await site.start()
-    await admin_site.start()
+    try:
+        await _listen(site, "host", "port", settings.host, settings.port)
+        await _listen(admin_site, "admin_host", "admin_port", settings.admin_host,
+                      settings.admin_port)  # fmt: skip
+    except ListenError:
+        # close what was opened (the upstream session above all), or Python warns about it
+        await runner.cleanup()
+        await admin_runner.cleanup()
+        raise
+    resolving = asyncio.create_task(check_upstream_resolves(settings, log))
     log.info(
         "proxy.started",
         listen=f"{settings.host}:{settings.port}",
@@ -134,6 +155,58 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # second to reach a client that is behind
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.idle.wait(), timeout=3.0)
+    resolving.cancel()
     await runner.cleanup()
     await admin_runner.cleanup()
     log.info("proxy.stopped")
+
+
+async def _listen(site: web.TCPSite, host_key: str, port_key: str, host: str, port: int) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise listen_error(exc, host_key, port_key, host, port) from None
+
+
+def listen_error(exc: OSError, host_key: str, port_key: str, host: str, port: int) -> ListenError:
+    """One line naming the setting to change and the operating system's reason."""
+    if isinstance(exc, socket.gaierror):
+        return ListenError(host_key, f'cannot resolve "{host}": {exc.strerror}')
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(port_key, f"{where} is already in use")
+    if exc.errno == errno.EACCES:
+        return ListenError(
+            port_key, f"{where}: permission denied (ports below 1024 need privileges)"
+        )
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        reason += " (not an address of this machine)"
+    return ListenError(host_key, f"{where}: {reason}")
+
+
+# long enough for a slow resolver, short enough that the warning comes with the start-up lines
+RESOLVE_TIMEOUT_S = 3.0
+
+
+async def check_upstream_resolves(settings: Settings, log: Any) -> None:
+    """Warn at start-up when the upstream's host name does not resolve: every request would get
+    a 502. Only a warning, and off the start-up path: DNS may come up after the proxy (a sidecar
+    often starts before the pod's network is complete). Skipped behind an egress proxy, which
+    resolves the name itself."""
+    host = urlsplit(settings.upstream_url).hostname or ""
+    if settings.upstream.trust_env and egress_proxy(settings.upstream_url):
+        return
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        log.warning(
+            "upstream.unresolved", host=host, error=f"cannot resolve {host}: {exc.strerror}"
+        )
+    except TimeoutError:
+        log.warning(
+            "upstream.unresolved",
+            host=host,
+            error=f"cannot resolve {host}: no answer within {RESOLVE_TIMEOUT_S:.0f} s",
+        )

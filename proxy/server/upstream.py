@@ -11,6 +11,8 @@ its headers only when generation ends, and a pass-through request may be either 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import time
 import urllib.request
@@ -23,7 +25,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
+from proxy.logs import get_logger
 from proxy.settings import Settings
 
 # RFC 9110 section 7.6.1, plus the proxy-only headers; names listed in Connection are added per
@@ -154,5 +157,48 @@ class Upstream:
         except TimeoutError:
             raise UpstreamTimeout("upstream did not answer within the timeout") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from None
+            if isinstance(exc.__cause__, ProxyError):
+                # the request body's own limit stopped the upload: the client's fault, not the
+                # upstream's (the handler answers 413)
+                raise UpstreamError(exc.__cause__.message) from None
+            # the operator's first question is where and why: host:port and the OS's reason
+            message = describe(exc, self.url(raw_path_qs))
+            get_logger().warning("upstream.unreachable", error=message)
+            raise UpstreamError(message) from None
         return Opened(resp, time.perf_counter() - t0)
+
+
+def _reason(err: BaseException) -> str:
+    """The operating system's words for an error ("Connection refused"), else the message."""
+    if isinstance(err, OSError):
+        if isinstance(err, socket.gaierror) and err.strerror:
+            return err.strerror
+        if err.errno and err.errno > 0:
+            return os.strerror(err.errno)
+        if err.strerror:
+            return err.strerror
+    return str(err) or type(err).__name__
+
+
+def describe(exc: aiohttp.ClientError, url: URL) -> str:
+    """One line for the client's 502 and the warning log line: the upstream's host:port and what
+    went wrong there, e.g. ``upstream unreachable: api.example:443: Connection refused``."""
+    where = f"{url.host}:{url.port}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            where = f"egress proxy {where}"
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
+            exc.os_error, socket.gaierror
+        ):
+            reason = _reason(exc.os_error)
+            return f"upstream unreachable: {where}: cannot resolve the host name ({reason})"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            cert = exc.certificate_error
+            detail = getattr(cert, "verify_message", None) or _reason(cert)
+            return f"upstream unreachable: {where}: TLS certificate not trusted ({detail})"
+        return f"upstream unreachable: {where}: {_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"upstream unreachable: {where}: the connection closed before the response headers"
+    cause = exc.__cause__
+    return f"upstream unreachable: {where}: {_reason(cause if isinstance(cause, OSError) else exc)}"
