@@ -17,6 +17,7 @@ The shell's whole contract:
     conv.room = n                 # bytes the client transport can take now (issue 14)
     out = conv.feed(chunk)        # for every chunk read from the upstream; write ``out``
     out = conv.take_pending()     # once the client has room again: the held event, if any
+    conv.has_pending              # whether one is held (the shell then waits for the client)
     out = conv.close()            # clean end of the upstream body
     out = conv.abort("upstream_closed" | "upstream_timeout" | "drain_deadline")
     conv.finished, conv.failed    # once failed, end the client response abnormally (rule 5)
@@ -162,6 +163,10 @@ class StreamConverter:
         out = self._fail(reason)
         self.bytes_out += len(out)
         return out
+
+    @property
+    def has_pending(self) -> bool:
+        return self._out.has_pending
 
     def take_pending(self) -> bytes:
         out = self._out.take_pending()

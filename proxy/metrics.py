@@ -129,6 +129,24 @@ class Metrics:
             "rule 7).",
             registry=r,
         )
+        self.pending_output = Gauge(
+            f"{p}_pending_output_bytes",
+            "Converted output handed to client transports and not yet sent, across streams "
+            "(bounded per stream by limits.write_high_water_bytes plus one event).",
+            registry=r,
+        )
+        self.client_write_timeouts = Counter(
+            f"{p}_client_write_timeouts",
+            "Converted streams cut because the client accepted no byte for "
+            "timeouts.client_write.",
+            registry=r,
+        )
+        self.pending_refused = Counter(
+            f"{p}_pending_budget_refused",
+            "Requests answered 529 because unsent output across streams was over "
+            "limits.max_pending_bytes.",
+            registry=r,
+        )
         self.unknown_events = Counter(
             f"{p}_unknown_events_dropped",
             "Upstream events of unknown kind dropped instead of reaching a legacy client.",

@@ -50,6 +50,8 @@ class Timeouts:
     stream_headers: float = 60.0
     headers: float = 600.0
     idle: float = 120.0
+    # a client that accepts no byte of a converted stream for this long is cut (issue 14)
+    client_write: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,9 @@ class Limits:
     upstream_connections: int = 0
     backlog: int = 4096
     write_high_water_bytes: int = 65536
+    # unsent output held for slow clients across all converted streams; past it, new requests
+    # get 529 until the clients catch up or are cut (issue 14)
+    max_pending_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +193,14 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "timeouts.stream_headers": (lambda v: v > 0, _POSITIVE),
     "timeouts.headers": (lambda v: v > 0, _POSITIVE),
     "timeouts.idle": (lambda v: v > 0, _POSITIVE),
+    "timeouts.client_write": (lambda v: v > 0, _POSITIVE),
     "limits.max_body_bytes": (lambda v: v > 0, "must be > 0"),
     "limits.max_event_bytes": (lambda v: v >= 1024, "must be >= 1024"),
     "limits.max_streams": (lambda v: v > 0, "must be > 0"),
     "limits.upstream_connections": (lambda v: v >= 0, "must be >= 0 (0: no cap)"),
     "limits.backlog": (lambda v: v > 0, "must be > 0"),
     "limits.write_high_water_bytes": (lambda v: v >= 1024, "must be >= 1024"),
+    "limits.max_pending_bytes": (lambda v: v >= 1 << 20, "must be >= 1048576"),
     "shutdown.drain_seconds": (lambda v: v >= 0, "must be a number >= 0"),
     "metrics.max_client_labels": (lambda v: 1 <= v <= 200, "must be 1-200"),
     "messages.fast": (bool, "must list at least one model"),

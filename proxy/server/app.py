@@ -55,6 +55,7 @@ def create_app(
         state=state,
         deprecation=deprecation_headers(settings),
     )
+    metrics.pending_output.set_function(lambda: state.pending_bytes)
     app.router.add_route("*", "/{tail:.*}", Entry(deps).handle)
     return app
 

@@ -80,8 +80,14 @@ class Entry:
                     request.headers.get("user-agent"),
                 )
                 ex.client = self._client_labels.label(cid)
-            if state.in_flight >= deps.settings.limits.max_streams:
+            limits = deps.settings.limits
+            if state.in_flight >= limits.max_streams:
                 raise Overloaded("too many concurrent requests through the proxy; retry later")
+            if state.pending_bytes > limits.max_pending_bytes:
+                # slow clients hold this much unsent output already: taking more streams would
+                # only grow it (issue 14); they catch up, or are cut after client_write
+                deps.metrics.pending_refused.inc()
+                raise Overloaded("the proxy is holding too much output for slow clients; retry")
             state.enter()
             deps.metrics.streams_in_progress.labels(ex.mode).inc()
             counted = True

@@ -12,6 +12,9 @@ class ServerState:
     draining: bool = False
     deadline_passed: bool = False
     in_flight: int = 0
+    # bytes of converted streams handed to client transports and not yet sent, across streams:
+    # what slow clients cost the process (admission refuses new requests past the budget)
+    pending_bytes: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 

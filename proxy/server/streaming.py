@@ -1,9 +1,15 @@
 """A converted stream: the upstream body through a StreamConverter to the client. SHELL.
 
 It runs as two coroutines (spec rule 7): the pump reads the upstream and feeds the converter; the
-writer task writes to the client. While a write is waiting for the client to drain, the converter
-is told the client is behind and holds only the latest snapshot, so reading never stops and
-nothing queues up; the writer sends the held snapshot when the client catches up.
+writer task writes to the client. Reading never waits for the client. Before every feed the pump
+tells the converter how much room the client has (``limits.write_high_water_bytes`` less what
+its transport and the writer's queue already hold); past that room the converter holds only the
+latest snapshot (a 2023-06-01 client: one merged increment), so one upstream read of N events
+never becomes N snapshots in memory. The writer sends the held event once the client drains.
+
+Memory per stream, whatever the reader's speed or the upstream's bursts: the running text (held
+once), plus at most the high-water mark, one event and the ending in the transport and queue.
+A client that accepts no byte for ``timeouts.client_write`` is cut (issue 14).
 """
 
 from __future__ import annotations
@@ -20,40 +26,84 @@ from proxy.errors import UpstreamError
 from proxy.server.bodies import Inflater
 from proxy.server.exchange import Exchange
 from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse
+from proxy.server.state import ServerState
+
+# How often a writer stuck behind a slow client looks at whether it still accepts bytes.
+_POLL_S = 1.0
+
+
+class SilentClient(Exception):
+    """The client accepted no byte for ``timeouts.client_write``."""
 
 
 class ClientWriter:
     """The writer half of a converted stream (see the module docstring)."""
 
     __slots__ = (
+        "_client_write",
         "_conv",
         "_done",
         "_first_t",
+        "_high",
         "_hist",
         "_parts",
+        "_protocol",
+        "_queued",
         "_resp",
+        "_state",
+        "_transport",
         "_wake",
+        "accounted",
         "bytes_written",
         "delivered_end",
         "failed",
+        "silent",
     )
 
-    def __init__(self, resp: web.StreamResponse, conv: StreamConverter, hist: Any) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        conv: StreamConverter,
+        deps: Deps,
+    ) -> None:
         self._resp = resp
         self._conv = conv
-        self._hist = hist
+        self._hist: Any = deps.metrics.added_latency
+        self._state: ServerState = deps.state
+        self._high = deps.settings.limits.write_high_water_bytes
+        self._client_write = deps.settings.timeouts.client_write
+        self._transport = request.transport
+        self._protocol: Any = request.protocol
         self._parts: list[bytes] = []
+        self._queued = 0
         self._first_t: float | None = None
         self._wake = asyncio.Event()
         self._done = False
         self.failed = False
+        self.silent = False
         self.bytes_written = 0
+        self.accounted = 0  # this stream's share of ServerState.pending_bytes
         # the final event (and [DONE]) reached the client transport: the stream is "ok" (rule 8)
         self.delivered_end = False
+
+    def buffered(self) -> int:
+        """Bytes handed to the client transport and not yet sent (0 once it is gone)."""
+        t = self._transport
+        return 0 if t is None or t.is_closing() else t.get_write_buffer_size()
+
+    def room(self) -> int:
+        """What the converter may still hand over before it holds (issue 14). Also keeps this
+        stream's share of the process-wide pending bytes up to date."""
+        buffered = self.buffered() + self._queued
+        self._state.pending_bytes += buffered - self.accounted
+        self.accounted = buffered
+        return self._high - buffered
 
     def push(self, data: bytes, arrived: float) -> None:
         if data:
             self._parts.append(data)
+            self._queued += len(data)
             if self._first_t is None:
                 self._first_t = arrived
             self._wake.set()
@@ -72,10 +122,17 @@ class ClientWriter:
                 while True:
                     data = b"".join(self._parts) if self._parts else b""
                     self._parts.clear()
-                    # a held snapshot is never older than what is queued: the converter holds
-                    # snapshots only while behind, and a final or error event clears it
-                    data += conv.take_pending()
+                    self._queued = 0
+                    # a held event is never older than what is queued: the converter holds only
+                    # while the client has no room, and an ending supersedes what it holds
+                    if conv.has_pending:
+                        conv.room = self.room() - len(data)
+                        if conv.room > 0:
+                            data += conv.take_pending()
                     if not data:
+                        if conv.has_pending and not conv.finished:
+                            await self._writable()  # the client is behind: wait, then take it
+                            continue
                         break
                     # push() and the converter's finishing happen in one step of the reader, so
                     # once it is finished its last bytes are in ``data`` or were written before
@@ -85,9 +142,7 @@ class ClientWriter:
                         # that is the client's backpressure, not the proxy's latency
                         self._hist.observe(clock() - self._first_t)
                         self._first_t = None
-                    conv.behind = True
-                    await self._resp.write(data)
-                    conv.behind = False
+                    await self._write(data)
                     self.bytes_written += len(data)
                     self.delivered_end = ends_ok
                     if self._parts:
@@ -99,6 +154,57 @@ class ClientWriter:
         except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
             # the client went away; the route notices through `failed` or its cancellation
             self.failed = True
+        except SilentClient:
+            self.failed = self.silent = True
+            if self._transport is not None:
+                self._transport.abort()  # close() would wait for the client to read the buffer
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give back this stream's share of the pending bytes (once, whatever ended it)."""
+        self._state.pending_bytes -= self.accounted
+        self.accounted = 0
+
+    async def _write(self, data: bytes) -> None:
+        """``resp.write``, which waits while the client is behind, cut short when the client
+        accepts nothing for ``timeouts.client_write``."""
+        before = self.buffered()
+        try:
+            async with asyncio.timeout(self._client_write):
+                await self._resp.write(data)
+            return
+        except TimeoutError:
+            pass
+        # the write waited the whole client_write: was any byte taken meanwhile? (the bytes were
+        # handed to the transport at once; only the wait for the client was cut short)
+        if self.buffered() >= before + len(data):
+            raise SilentClient
+        await self._writable()
+
+    async def _writable(self) -> None:
+        """Wait until the client transport is below its low-water mark, as aiohttp's own writer
+        does (StreamWriter.drain awaits the protocol's drain helper), as long as the client keeps
+        taking bytes; raise SilentClient once it takes none for ``timeouts.client_write``."""
+        loop = asyncio.get_running_loop()
+        last, since = self.buffered(), loop.time()
+        while self._protocol is not None and self._protocol.writing_paused:
+            try:
+                async with asyncio.timeout(_POLL_S):
+                    await self._protocol._drain_helper()
+                return
+            except TimeoutError:
+                pass
+            size = self.buffered()
+            if size < last:
+                last, since = size, loop.time()
+            elif loop.time() - since >= self._client_write:
+                raise SilentClient
+        self._protocol_gone_check()
+
+    def _protocol_gone_check(self) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the client went away")
 
 
 async def stream_converted(
@@ -118,7 +224,7 @@ async def stream_converted(
     ex.status = resp.status
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=deps.settings.limits.write_high_water_bytes)
-    writer = ClientWriter(resp, conv, deps.metrics.added_latency)
+    writer = ClientWriter(request, resp, conv, deps)
     writer_task = asyncio.create_task(writer.run())
     state = deps.state
     deadline = False
@@ -164,6 +270,10 @@ async def stream_converted(
             ex.outcome, ex.error = "stream_error", "drain_deadline"
         else:
             ex.outcome = "client_gone"  # it left before the final event reached it
+        if writer.silent:
+            ex.error = "client_write_timeout"
+            deps.metrics.client_write_timeouts.inc()
+        writer.release()
         deps.recorder.stream(stats, writer.bytes_written)
 
 
@@ -176,13 +286,16 @@ async def _pump(
     clock = time.perf_counter
     push = writer.push
     feed = conv.feed
+    room = writer.room
     try:
         async for chunk in up.content.iter_any():
             t = clock()
             if inflater is None:
+                conv.room = room()
                 push(feed(chunk), t)
             else:
                 for piece in inflater.pieces(chunk):
+                    conv.room = room()
                     push(feed(piece), t)
             if conv.finished or writer.failed:
                 return

@@ -113,6 +113,10 @@ class LegacyStream(ClientStream):
         self.room -= len(out)
         return out
 
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending) and not self.finished
+
     def take_pending(self) -> bytes:
         """The latest held snapshot, once; b"" when none is held. Handed over whatever the room
         (the shell asks when it can write), and charged to it."""

@@ -118,6 +118,10 @@ class ModernStream(ClientStream):
 
     # -- output --------------------------------------------------------------------------------
 
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending) and not self.finished
+
     def take_pending(self) -> bytes:
         if not self._pending or self.finished:
             return b""

@@ -86,3 +86,8 @@ class ClientStream(ABC):
     @abstractmethod
     def take_pending(self) -> bytes:
         """The held event, once; b"" when none is held."""
+
+    @property
+    @abstractmethod
+    def has_pending(self) -> bool:
+        """Whether an event is held for when the client has room again."""
