@@ -19,7 +19,7 @@ DOC = (ROOT / "docs" / "wire-format.md").read_text()
 README = (ROOT / "README.md").read_text()
 CONFIG = (ROOT / "config" / "proxy.toml").read_text()
 
-EXAMPLE = re.compile(r"<!-- example (\S+) (upstream|legacy) -->\n```\n(.*?)```", re.S)
+EXAMPLE = re.compile(r"<!-- example (\S+) (upstream|legacy|modern) -->\n```\n(.*?)```", re.S)
 TRANSCRIPT_NAME = re.compile(r"`(m?\d\d_[a-z0-9_]+)`")
 
 
@@ -34,7 +34,7 @@ def test_the_doc_has_examples_in_pairs() -> None:
     pairs = examples()
     assert len(pairs) >= 5
     for name, sides in pairs.items():
-        assert set(sides) == {"upstream", "legacy"}, name
+        assert {"upstream", "legacy"} <= set(sides) <= {"upstream", "legacy", "modern"}, name
 
 
 @pytest.mark.parametrize("name", sorted(examples()))
@@ -43,6 +43,8 @@ def test_each_example_is_what_the_converter_does(name: str) -> None:
     ids, limits, how the upstream ended), give exactly the legacy bytes printed under them."""
     sides = examples()[name]
     assert run(f"{name}.legacy", [sides["upstream"]]) == sides["legacy"]
+    if "modern" in sides:  # the same upstream bytes for a 2023-06-01 client (section 6)
+        assert run(f"{name}.modern", [sides["upstream"]]) == sides["modern"]
 
 
 def test_the_first_example_is_the_transcript_itself() -> None:
