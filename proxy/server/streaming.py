@@ -183,28 +183,31 @@ class ClientWriter:
         await self._writable()
 
     async def _writable(self) -> None:
-        """Wait until the client transport is below its low-water mark, as aiohttp's own writer
-        does (StreamWriter.drain awaits the protocol's drain helper), as long as the client keeps
-        taking bytes; raise SilentClient once it takes none for ``timeouts.client_write``."""
+        """Wait until the client transport is below the high-water mark again, as long as the
+        client keeps taking bytes; raise SilentClient once it takes none for
+        ``timeouts.client_write``. While the transport is paused this waits on the protocol's
+        drain helper, as aiohttp's own writer does (StreamWriter.drain); every wait ends within
+        ``_POLL_S`` to look at the client's progress, so no path here spins."""
         loop = asyncio.get_running_loop()
         last, since = self.buffered(), loop.time()
-        while self._protocol is not None and self._protocol.writing_paused:
-            try:
-                async with asyncio.timeout(_POLL_S):
-                    await self._protocol._drain_helper()
-                return
-            except TimeoutError:
-                pass
+        while True:
+            if self._transport is None or self._transport.is_closing():
+                raise ConnectionError("the client went away")
             size = self.buffered()
+            if size < self._high:
+                return
             if size < last:
                 last, since = size, loop.time()
             elif loop.time() - since >= self._client_write:
                 raise SilentClient
-        self._protocol_gone_check()
-
-    def _protocol_gone_check(self) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise ConnectionError("the client went away")
+            try:
+                async with asyncio.timeout(_POLL_S):
+                    if self._protocol is not None and self._protocol.writing_paused:
+                        await self._protocol._drain_helper()
+                    else:  # over the mark but not paused (yet): look again shortly
+                        await asyncio.sleep(_POLL_S / 20)
+            except TimeoutError:
+                pass
 
 
 async def stream_converted(
