@@ -24,40 +24,27 @@ from aiohttp import web
 from proxy.convert import StreamConverter
 from proxy.errors import UpstreamError
 from proxy.server.bodies import Inflater
+from proxy.server.client import ClientSink, SilentClient
 from proxy.server.exchange import Exchange
 from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse
-from proxy.server.state import ServerState
-
-# How often a writer stuck behind a slow client looks at whether it still accepts bytes.
-_POLL_S = 1.0
-
-
-class SilentClient(Exception):
-    """The client accepted no byte for ``timeouts.client_write``."""
 
 
 class ClientWriter:
     """The writer half of a converted stream (see the module docstring)."""
 
     __slots__ = (
-        "_client_write",
         "_conv",
         "_done",
         "_first_t",
-        "_high",
         "_hist",
         "_parts",
-        "_protocol",
         "_queued",
-        "_resp",
-        "_state",
-        "_transport",
         "_wake",
-        "accounted",
         "bytes_written",
         "delivered_end",
         "failed",
         "silent",
+        "sink",
     )
 
     def __init__(
@@ -67,14 +54,15 @@ class ClientWriter:
         conv: StreamConverter,
         deps: Deps,
     ) -> None:
-        self._resp = resp
+        self.sink = ClientSink(
+            request,
+            resp,
+            deps.state,
+            high_water=deps.settings.limits.write_high_water_bytes,
+            client_write=deps.settings.timeouts.client_write,
+        )
         self._conv = conv
         self._hist: Any = deps.metrics.added_latency
-        self._state: ServerState = deps.state
-        self._high = deps.settings.limits.write_high_water_bytes
-        self._client_write = deps.settings.timeouts.client_write
-        self._transport = request.transport
-        self._protocol: Any = request.protocol
         self._parts: list[bytes] = []
         self._queued = 0
         self._first_t: float | None = None
@@ -83,22 +71,12 @@ class ClientWriter:
         self.failed = False
         self.silent = False
         self.bytes_written = 0
-        self.accounted = 0  # this stream's share of ServerState.pending_bytes
         # the final event (and [DONE]) reached the client transport: the stream is "ok" (rule 8)
         self.delivered_end = False
 
-    def buffered(self) -> int:
-        """Bytes handed to the client transport and not yet sent (0 once it is gone)."""
-        t = self._transport
-        return 0 if t is None or t.is_closing() else t.get_write_buffer_size()
-
     def room(self) -> int:
-        """What the converter may still hand over before it holds (issue 14). Also keeps this
-        stream's share of the process-wide pending bytes up to date."""
-        buffered = self.buffered() + self._queued
-        self._state.pending_bytes += buffered - self.accounted
-        self.accounted = buffered
-        return self._high - buffered
+        """What the converter may still hand over before it holds (issue 14)."""
+        return self.sink.room(self._queued)
 
     def push(self, data: bytes, arrived: float) -> None:
         if data:
@@ -126,12 +104,12 @@ class ClientWriter:
                     # a held event is never older than what is queued: the converter holds only
                     # while the client has no room, and an ending supersedes what it holds
                     if conv.has_pending:
-                        conv.room = self.room() - len(data)
+                        conv.room = self.sink.room(len(data))
                         if conv.room > 0:
                             data += conv.take_pending()
                     if not data:
                         if conv.has_pending and not conv.finished:
-                            await self._writable()  # the client is behind: wait, then take it
+                            await self.sink.writable()  # the client is behind: wait, then take it
                             continue
                         break
                     # push() and the converter's finishing happen in one step of the reader, so
@@ -142,7 +120,7 @@ class ClientWriter:
                         # that is the client's backpressure, not the proxy's latency
                         self._hist.observe(clock() - self._first_t)
                         self._first_t = None
-                    await self._write(data)
+                    await self.sink.write(data)
                     self.bytes_written += len(data)
                     self.delivered_end = ends_ok
                     if self._parts:
@@ -156,58 +134,9 @@ class ClientWriter:
             self.failed = True
         except SilentClient:
             self.failed = self.silent = True
-            if self._transport is not None:
-                self._transport.abort()  # close() would wait for the client to read the buffer
+            self.sink.abort()
         finally:
-            self.release()
-
-    def release(self) -> None:
-        """Give back this stream's share of the pending bytes (once, whatever ended it)."""
-        self._state.pending_bytes -= self.accounted
-        self.accounted = 0
-
-    async def _write(self, data: bytes) -> None:
-        """``resp.write``, which waits while the client is behind, cut short when the client
-        accepts nothing for ``timeouts.client_write``."""
-        before = self.buffered()
-        try:
-            async with asyncio.timeout(self._client_write):
-                await self._resp.write(data)
-            return
-        except TimeoutError:
-            pass
-        # the write waited the whole client_write: was any byte taken meanwhile? (the bytes were
-        # handed to the transport at once; only the wait for the client was cut short)
-        if self.buffered() >= before + len(data):
-            raise SilentClient
-        await self._writable()
-
-    async def _writable(self) -> None:
-        """Wait until the client transport is below the high-water mark again, as long as the
-        client keeps taking bytes; raise SilentClient once it takes none for
-        ``timeouts.client_write``. While the transport is paused this waits on the protocol's
-        drain helper, as aiohttp's own writer does (StreamWriter.drain); every wait ends within
-        ``_POLL_S`` to look at the client's progress, so no path here spins."""
-        loop = asyncio.get_running_loop()
-        last, since = self.buffered(), loop.time()
-        while True:
-            if self._transport is None or self._transport.is_closing():
-                raise ConnectionError("the client went away")
-            size = self.buffered()
-            if size < self._high:
-                return
-            if size < last:
-                last, since = size, loop.time()
-            elif loop.time() - since >= self._client_write:
-                raise SilentClient
-            try:
-                async with asyncio.timeout(_POLL_S):
-                    if self._protocol is not None and self._protocol.writing_paused:
-                        await self._protocol._drain_helper()
-                    else:  # over the mark but not paused (yet): look again shortly
-                        await asyncio.sleep(_POLL_S / 20)
-            except TimeoutError:
-                pass
+            self.sink.release()
 
 
 async def stream_converted(
@@ -276,7 +205,7 @@ async def stream_converted(
         if writer.silent:
             ex.error = "client_write_timeout"
             deps.metrics.client_write_timeouts.inc()
-        writer.release()
+        writer.sink.release()
         deps.recorder.stream(stats, writer.bytes_written)
 
 
