@@ -134,16 +134,14 @@ class MessagesSettings:
         tiers = {"fast": self.fast, "balanced": self.balanced}
         return targets_for(legacy_model, tiers=tiers, overrides=self.models, default=self.default)
 
-    def setting_for(self, legacy_model: object) -> str | None:
-        """The setting that chose ``targets(legacy_model)``: what to change when all are gone.
-        None when the client named a Messages model itself."""
+    def setting_for(self, legacy_model: object) -> str:
+        """The setting that chose ``targets(legacy_model)``, or (for a Messages model ID the
+        client named itself) the one that would override it: what to change when all are gone."""
         name = legacy_model if isinstance(legacy_model, str) else None
-        if name is not None and name in self.models:
+        if name is not None and (name in self.models or looks_like_messages_model(name)):
             return f'[messages.models] "{name}"'
         if name is not None and name in LEGACY_NAMES:
             return f"[messages] {LEGACY_NAMES[name]}"
-        if name is not None and looks_like_messages_model(name):
-            return None
         return "[messages] default" if self.default else "[messages] balanced"
 
     def profile(self, model: str) -> Profile:

@@ -409,3 +409,72 @@ def test_bad_config_stops_start_up_with_one_line_and_status_2(tmp_path: Path) ->
     assert result.stderr.strip().splitlines() == [
         "config error: timeouts.connect: must be a number > 0, got -1"
     ]
+
+
+# -- Text Completions through Messages (spec section 6) ------------------------------------------
+
+
+def test_messages_defaults_route_every_legacy_name_with_nothing_configured() -> None:
+    m = Settings().messages
+    assert Settings().complete.upstream == "messages"
+    assert m.targets("claude-2.1") == ("claude-sonnet-5-5", "claude-sonnet-4-6")
+    assert m.targets("claude-instant-1.2") == ("claude-haiku-5-5", "claude-haiku-4-5")
+    assert m.targets("claude-opus-4-6") == ("claude-opus-4-6",)  # a Messages ID as it is
+    assert m.targets(None) == m.targets("anything") == m.balanced
+    assert m.profile("claude-haiku-4-5-20251001") == m.profile("claude-haiku-4-5")
+    assert m.profile("claude-unknown-9").thinking == "always_on"  # the restrictive profile
+
+
+def test_setting_for_names_what_to_change_when_every_target_is_gone() -> None:
+    m = load_settings(None, {"LEGACY_PROXY_MESSAGES_MODELS": "claude-2.1=claude-opus-5-5"}).messages
+    assert m.setting_for("claude-2.1") == '[messages.models] "claude-2.1"'
+    assert m.setting_for("claude-v1") == "[messages] balanced"
+    assert m.setting_for("claude-instant-v1") == "[messages] fast"
+    assert m.setting_for("claude-3-opus-20240229") == '[messages.models] "claude-3-opus-20240229"'
+    assert m.setting_for(7) == "[messages] balanced"
+    with_default = load_settings(None, {"LEGACY_PROXY_MESSAGES_DEFAULT": "claude-opus-5-5"})
+    assert with_default.messages.setting_for("gpt-4") == "[messages] default"
+
+
+def test_profiles_from_toml_override_one_field_over_the_built_in(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[messages.profiles."claude-sonnet-5-5"]\nmax_output = 1000\n'
+        '[messages.profiles.my-model]\nsampling = "all"\nprefill = "accepted"\n',
+    )
+    m = load_settings(path, {}).messages
+    assert m.profile("claude-sonnet-5-5").max_output == 1000
+    assert m.profile("claude-sonnet-5-5").thinking == "default_on"  # the rest is built in
+    mine = m.profile("my-model")
+    assert (mine.sampling, mine.prefill, mine.thinking) == ("all", "accepted", "always_on")
+    assert m.profile("claude-haiku-4-5").max_output == 64000  # others keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LEGACY_PROXY_MESSAGES_PROFILES": "m=10:all:accepted"},
+         "LEGACY_PROXY_MESSAGES_PROFILES: must be model=max_output:sampling:prefill:thinking"),
+        ({"LEGACY_PROXY_MESSAGES_PROFILES": "m=10:most:accepted:off"},
+         "LEGACY_PROXY_MESSAGES_PROFILES (m).sampling: must be one of all, one, none"),
+        ({"LEGACY_PROXY_MESSAGES_PROFILES": "m=0:all:accepted:off"},
+         "LEGACY_PROXY_MESSAGES_PROFILES (m).max_output: must be > 0"),
+        ({"LEGACY_PROXY_MESSAGES_FAST": " , "},
+         "LEGACY_PROXY_MESSAGES_FAST: must list at least one model"),
+        ({"LEGACY_PROXY_COMPLETE_UPSTREAM": "both"},
+         "LEGACY_PROXY_COMPLETE_UPSTREAM: must be one of messages, complete"),
+        ({"LEGACY_PROXY_MESSAGES_THINKING_ALLOWANCE": "-1"},
+         "LEGACY_PROXY_MESSAGES_THINKING_ALLOWANCE: must be 0-1000000"),
+    ],
+)  # fmt: skip
+def test_messages_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env)
+    assert str(err.value).startswith(message)
+
+
+def test_an_unknown_profile_field_is_a_typo(tmp_path: Path) -> None:
+    path = write(tmp_path, '[messages.profiles.m]\nmax_ouput = 5\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, {})
+    assert str(err.value) == "messages.profiles.m.max_ouput: unknown setting"

@@ -131,10 +131,11 @@ def _retired(body: bytes) -> bool:
     return isinstance(error, dict) and error.get("type") == "not_found_error"
 
 
-def _all_retired(raw: bytes, asked: object, tried: list[str], setting: str | None) -> bytes:
+def _all_retired(raw: bytes, asked: object, tried: list[str], setting: str) -> bytes:
     """The last target's 404, with a message that says what to change."""
     name = asked if isinstance(asked, str) else "this model"
-    message = f"no model serving {name} is available upstream (tried {', '.join(tried)})"
-    if setting is not None:
-        message += f"; set {setting} to a model your upstream serves"
-    return legacy.error_body("not_found_error", message)
+    return legacy.error_body(
+        "not_found_error",
+        f"no model serving {name} is available upstream (tried {', '.join(tried)}); "
+        f"set {setting} to a model your upstream serves",
+    )
