@@ -53,8 +53,6 @@ OTHER_STOP: Final = ("stop_sequence", None)
 THINKING_BLOCKS: Final = ("thinking", "redacted_thinking")  # a tuple: a block type may be any JSON
 # translator counts, for metrics: the same keys streaming and not
 COUNTS: Final = ("dropped_blocks", "thinking_blocks", "other_stop_reason", "prefill_stripped")
-# carried over unchanged from a legacy request (spec section 6)
-_CARRIED: Final = ("stop_sequences", "temperature", "top_p", "top_k", "stream")
 
 
 def map_stop(stop_reason: Any, stop_sequence: Any) -> tuple[str, Any, bool]:
@@ -295,43 +293,6 @@ def translate(
             "request body cannot be translated: a value is nested too deeply"
         ) from None
     return Attempt(model, body, strip_prefix, prefill_mode, tuple(dropped))
-
-
-# -- the ``complete`` mode's translation (spec section 6, "Routing": the behaviour of 2026-11) ---
-# Kept as it was rather than wrapped around ``translate``: that mode promises the 2026-11
-# behaviour (fields carried over verbatim, no profiles), and its operators chose their targets.
-
-
-def complete_request_to_messages(body: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """A legacy /v1/complete body as a Messages request for ``model``."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise BadRequest("prompt: a string is required")
-    max_tokens = body.get("max_tokens_to_sample")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise BadRequest("max_tokens_to_sample: a positive integer is required")
-    system, messages = prompt_to_messages(prompt)
-    out: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    if system is not None:
-        out["system"] = system
-    for key in _CARRIED:
-        if key in body:
-            out[key] = body[key]
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and "user_id" in metadata:
-        out["metadata"] = {"user_id": metadata["user_id"]}
-    return out
-
-
-def messages_request_body(body: Mapping[str, Any], model: str) -> bytes:
-    """``complete_request_to_messages`` as the bytes sent upstream. A value that reads as JSON
-    but cannot be written back (nested deeper than the encoder goes) is the client's bad input."""
-    try:
-        return jsonfast.dumps(complete_request_to_messages(body, model))
-    except ValueError:
-        raise BadRequest(
-            "request body cannot be translated: a value is nested too deeply"
-        ) from None
 
 
 def strip_prefill(text: str, prefix: str) -> tuple[str, bool]:
