@@ -58,10 +58,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.mark.clients
 async def test_metrics_and_migration_tell_the_story(stack: StackFactory) -> None:
+    """The proxy on its defaults: every /v1/complete through Messages (spec section 6), legacy and
+    2023-06-01 clients alike, counted per legacy model name and per target that answered."""
     s = await stack()
-    for mode in ("sync-stream", "async-stream", "sync"):
-        assert (await run_py_legacy(s.url, mode)).ok
-    assert (await run_py_modern(s.url)).ok
+    for mode in ("sync-stream", "async-stream"):
+        assert (await run_py_legacy(s.url, mode)).ok  # claude-2.0
+    # a name outside the built-in table: served, but counted as "other", never as a label
+    assert (await run_py_legacy(s.url, "sync", model="claude-2.0-my-finetune")).ok
+    assert (await run_py_modern(s.url)).ok  # claude-2.0, in the 2023-06-01 format
 
     admin = await admin_client(s.metrics, ServerState())
     text = await (await admin.get("/metrics")).text()
@@ -70,11 +74,12 @@ async def test_metrics_and_migration_tell_the_story(stack: StackFactory) -> None
     def value(name: str, **labels: str) -> float:
         return got[(name, tuple(sorted(labels.items())))]
 
-    assert value("legacy_proxy_requests_total", mode="convert", route="complete", outcome="ok") == 3
-    assert (
-        value("legacy_proxy_requests_total", mode="passthrough", route="complete", outcome="ok")
-        == 1
-    )
+    def total(name: str) -> float:
+        return sum(v for (n, _), v in got.items() if n == name)
+
+    route = {"mode": "convert", "route": "complete_via_messages"}
+    assert value("legacy_proxy_requests_total", **route, outcome="ok") == 4
+    assert total("legacy_proxy_requests_total") == 4
     assert (
         value("legacy_proxy_legacy_requests_total", client="anthropic-python/0.2", streamed="true")
         == 2
@@ -83,23 +88,46 @@ async def test_metrics_and_migration_tell_the_story(stack: StackFactory) -> None
         value("legacy_proxy_legacy_requests_total", client="anthropic-python/0.2", streamed="false")
         == 1
     )
-    assert value("legacy_proxy_upstream_events_total", kind="completion") == 2 * 13  # 12 + final
-    assert value("legacy_proxy_legacy_events_total", kind="done") == 2
+    balanced = "claude-sonnet-5-5"
+    for model, target, client_format, n in (
+        ("claude-2.0", balanced, "legacy", 2),
+        ("other", balanced, "legacy", 1),
+        ("claude-2.0", balanced, "modern", 1),
+    ):
+        labels = {"model": model, "target": target, "format": client_format}
+        assert value("legacy_proxy_complete_models_total", **labels) == n, labels
+    assert total("legacy_proxy_complete_models_total") == 4
+    # three streams (two legacy, one 2023-06-01) of 12 text deltas; thinking was switched off
+    assert value("legacy_proxy_upstream_events_total", kind="content_block_delta") == 3 * 12
+    assert value("legacy_proxy_upstream_events_total", kind="message_delta") == 3
+    # "done": a stream ended with its stop_reason ([DONE] for legacy, the final event for 0.3.x)
+    assert value("legacy_proxy_legacy_events_total", kind="done") == 3
     assert value("legacy_proxy_upstream_responses_total", status_class="2xx") == 4
+    assert value("legacy_proxy_messages_thinking_blocks_total") == 0
+    assert value("legacy_proxy_messages_fallbacks_total") == 0
+    # nothing in a plain "Say hello" needs changing for a 5.x target
+    assert total("legacy_proxy_messages_prefill_total") == 0
+    assert total("legacy_proxy_messages_dropped_fields_total") == 0
     assert value("legacy_proxy_streams_in_progress", mode="convert") == 0
     assert value("legacy_proxy_added_latency_seconds_count") > 0
     bytes_in = value("legacy_proxy_stream_bytes_total", direction="in")
     bytes_out = value("legacy_proxy_stream_bytes_total", direction="out")
-    assert bytes_in > 0 and bytes_out > bytes_in  # cumulative output is amplified
+    assert bytes_in > 0 and bytes_out > 0
     assert value("legacy_proxy_build_info", version=__import__("proxy").__version__) == 1
-    # labels only from fixed sets: no request ids, paths or model names
-    assert "req_" not in text and "/v1/" not in text and "claude-2.0" not in text
+    # labels only from fixed sets: no request ids, paths or free-form model names; the legacy
+    # model names are the built-in table's (a bounded set), so claude-2.0 may appear, as a label
+    assert "req_" not in text and "/v1/" not in text and "my-finetune" not in text
+    assert text.count("claude-2.0") == text.count('model="claude-2.0"') > 0
 
     view = await (await admin.get("/migration")).json()
     python = view["clients"]["anthropic-python/0.2"]
     assert (python["requests"], python["streamed_requests"], python["errors"]) == (3, 2, 0)
     assert python["first_seen"] <= python["last_seen"]
     assert view["totals"] == {"clients": 1, "requests": 3, "streamed_requests": 2, "errors": 0}
+    assert view["models"] == {
+        "claude-2.0": {"requests": 3, "targets": {balanced: 3}},
+        "other": {"requests": 1, "targets": {balanced: 1}},
+    }
     await admin.close()
 
 

@@ -17,8 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+PY_OLDEST = ROOT / ".venvs" / "anthropic-0.2.2" / "bin" / "python"
 PY_LEGACY = ROOT / ".venvs" / "anthropic-0.2.10" / "bin" / "python"
 PY_MODERN = ROOT / ".venvs" / "anthropic-0.3" / "bin" / "python"
+PY_049 = ROOT / ".venvs" / "anthropic-0.49" / "bin" / "python"
 PY_CURRENT = ROOT / ".venvs" / "anthropic-current" / "bin" / "python"
 JS_DIR = HERE / "js"
 
@@ -57,13 +59,34 @@ async def _run(argv: list[str], cwd: Path, timeout: float) -> ClientResult:
     return ClientResult(proc.returncode or 0, out, stderr.decode())
 
 
+def _options(kw: dict[str, Any]) -> list[str]:
+    """Keyword arguments as the scripts' --options; a dict (``extra``: more body fields) as JSON."""
+    argv: list[str] = []
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", json.dumps(v) if isinstance(v, dict) else str(v)]
+    return argv
+
+
 async def run_py_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
-    """anthropic==0.2.10; mode: sync-stream | async-stream | sync | async."""
+    """anthropic==0.2.10; mode: sync-stream | async-stream | sync | async. ``extra``: a dict of
+    more body fields, sent as they are (0.2.10 passes any keyword argument into the body)."""
     _require(PY_LEGACY)
     argv = [str(PY_LEGACY), str(HERE / "py_legacy.py"), "--base-url", base_url, "--mode", mode]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)]
-    return await _run(argv, ROOT, timeout)
+    return await _run(argv + _options(kw), ROOT, timeout)
+
+
+async def run_py_oldest(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
+    """anthropic==0.2.2 (no anthropic-version header at all); mode: sync-stream | sync."""
+    _require(PY_OLDEST)
+    argv = [str(PY_OLDEST), str(HERE / "py_oldest.py"), "--base-url", base_url, "--mode", mode]
+    return await _run(argv + _options(kw), ROOT, timeout)
+
+
+async def run_py_049(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
+    """anthropic==0.49's completions.create (2023-06-01 Text Completions); mode: stream | sync."""
+    _require(PY_049)
+    argv = [str(PY_049), str(HERE / "py_049.py"), "--base-url", base_url, "--mode", mode]
+    return await _run(argv + _options(kw), ROOT, timeout)
 
 
 async def run_js_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: Any) -> ClientResult:
@@ -71,9 +94,7 @@ async def run_js_legacy(base_url: str, mode: str, timeout: float = 60.0, **kw: A
     after the promise settles, so a test can see what the SDK's retry loop sends by itself."""
     _require(JS_DIR / "node_modules" / "@anthropic-ai" / "sdk")
     argv = ["node", "legacy_client.mjs", "--base-url", base_url, "--mode", mode]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)]
-    return await _run(argv, JS_DIR, timeout)
+    return await _run(argv + _options(kw), JS_DIR, timeout)
 
 
 async def _run_py(
@@ -92,5 +113,5 @@ async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.
 
 
 async def run_py_current(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
-    """Today's official anthropic SDK, on /v1/messages."""
+    """Today's official anthropic SDK, on /v1/messages (a live model: claude-sonnet-5-5)."""
     return await _run_py(PY_CURRENT, "py_current.py", base_url, stream, timeout)

@@ -2,6 +2,7 @@
 
 Runs inside .venvs/anthropic-current (made by `make clients`). Used to check that the simulator
 speaks the real Messages format: if the official SDK parses its stream, the simulator is faithful.
+It asks a live 5.x model, so the answer starts with a thinking block, as today's answers do.
     python py_current.py --base-url URL [--no-stream]
 """
 
@@ -21,7 +22,7 @@ def main() -> int:
         api_key="test-key-not-a-real-key", base_url=args.base_url, max_retries=0, timeout=30.0
     )
     params = dict(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-5-5",
         max_tokens=100,
         messages=[{"role": "user", "content": "Say hello"}],
     )
@@ -45,6 +46,7 @@ def main() -> int:
                 "stop_reason": message.stop_reason,
                 "model": message.model,
                 "id": message.id,
+                "blocks": [b.type for b in message.content],
             }
         )
     )

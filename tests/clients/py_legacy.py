@@ -2,6 +2,9 @@
 
 Runs inside .venvs/anthropic-0.2.10 (made by `make clients`), never in the project's venv.
     python py_legacy.py --base-url URL --mode sync-stream|async-stream|sync|async
+        [--model M] [--prompt P] [--max-tokens N] [--extra JSON]
+--extra: more fields for the request body (0.2.10 sends any keyword argument as it is, as 2023
+code did with temperature, top_k, top_p and the like).
 """
 
 import argparse
@@ -24,6 +27,7 @@ def main() -> int:
     ap.add_argument("--model", default="claude-2.0")
     ap.add_argument("--api-key", default="test-key-not-a-real-key")
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--extra", default="{}", help="a JSON object of more body fields")
     args = ap.parse_args()
 
     # never hang a test run, whatever the client does
@@ -42,6 +46,7 @@ def main() -> int:
 
     client = anthropic.Client(args.api_key, api_url=args.base_url)
     params = dict(prompt=args.prompt, model=args.model, max_tokens_to_sample=args.max_tokens)
+    params.update(json.loads(args.extra))
     events = []
     try:
         if args.mode == "sync-stream":

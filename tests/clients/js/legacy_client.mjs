@@ -1,5 +1,7 @@
 // Run the real @anthropic-ai/sdk@0.4.4 (API 2023-01-01) once; print the outcome as one JSON line.
 //   node legacy_client.mjs --base-url URL --mode stream|complete [--timeout S] [--linger S]
+//        [--model M] [--prompt P] [--max-tokens N] [--extra JSON]
+// --extra: more body fields (SamplingParameters: temperature, top_k, top_p, stop_sequences, tags).
 // --linger keeps the process alive after the promise settles, so a test can count the requests
 // the SDK's EventSource library sends on its own (spec rule 5).
 import sdk from "@anthropic-ai/sdk";
@@ -27,9 +29,10 @@ const client = new Client(args["api-key"] ?? "test-key-not-a-real-key", {
   apiUrl: args["base-url"],
 });
 const params = {
-  prompt: `${HUMAN_PROMPT} Say hello${AI_PROMPT}`,
+  prompt: args.prompt ?? `${HUMAN_PROMPT} Say hello${AI_PROMPT}`,
   model: args.model ?? "claude-2.0",
   max_tokens_to_sample: Number(args["max-tokens"] ?? 100),
+  ...JSON.parse(args.extra ?? "{}"),
 };
 let updates = 0;
 let last = null;
