@@ -112,7 +112,8 @@ class Metrics:
         )
         self.legacy_events = Counter(
             f"{p}_legacy_events",
-            "Legacy SSE events sent to clients, by kind.",
+            "Events sent to Text Completions clients by kind (for 2023-06-01 clients: completion "
+            "events as snapshot, the end of the stream as done).",
             ["kind"],
             registry=r,
         )
