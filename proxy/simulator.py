@@ -130,6 +130,10 @@ class SimConfig:
     # body and model and never thinks, as before 2026-12.
     strict: bool = True
     thinking_tokens: int = 12  # tokens of a thinking block, charged against max_tokens
+    # text every /v1/messages answer begins with (x-sim-answer-prefix per request): a model that
+    # follows an instruction to begin its answer with exactly that text, as the proxy's prefill
+    # emulation asks
+    answer_prefix: str = ""
 
 
 @dataclass
@@ -546,6 +550,9 @@ class Simulator:
             t = min(t, budget) if budget is not None else t
         n = min(wanted, budget - t) if budget is not None else wanted
         pieces = [token(i) for i in range(n)]
+        prefix = request.headers.get("x-sim-answer-prefix", self.config.answer_prefix)
+        if prefix and n:
+            pieces[0] = prefix + pieces[0]
         stop_reason = "max_tokens" if budget is not None and t + n == budget else "end_turn"
         stop_sequence = None
         # stop_sequences, minimally: the text ends before the first one it contains

@@ -86,13 +86,20 @@ StackFactory = Callable[..., Coroutine[Any, Any, Stack]]
 async def stack() -> AsyncIterator[StackFactory]:
     servers: list[TestServer] = []
 
-    async def make(fault: str = "", text_completions: bool = False, **env: str) -> Stack:
+    async def make(
+        fault: str = "", text_completions: bool = False, answer_prefix: str = "", **env: str
+    ) -> Stack:
         # By default the simulator answers like today's API (no model on /v1/complete, strict
         # /v1/messages) and the proxy runs on its defaults (every /v1/complete through Messages):
         # the path real users run. text_completions=True serves /v1/complete for any model, for
         # tests of complete.upstream = complete.
         sim_app = create_simulator(
-            SimConfig(tokens=TOKENS, fault=fault, text_completions=text_completions)
+            SimConfig(
+                tokens=TOKENS,
+                fault=fault,
+                text_completions=text_completions,
+                answer_prefix=answer_prefix,
+            )
         )
         sim = TestServer(sim_app, host="127.0.0.1")
         await sim.start_server()

@@ -562,3 +562,35 @@ async def test_python_0_49_sees_a_mid_stream_error_as_an_error(stack: StackFacto
     assert "overloaded_error" in result.out["error"]
     assert "".join(e["completion"] for e in result.out["events"]) == expected_text(3)
     assert s.sim.app[SIM_STATS_KEY].by_path == {"/v1/messages": 1}
+
+
+# -- an emulated prefill, removed from the answer (spec section 6) --------------------------------
+
+PREFILL_PROMPT = "\n\nHuman: Say hello\n\nAssistant: Sure, here it is:"
+
+
+@pytest.mark.parametrize(
+    ("client", "mode"),
+    [(run_py_legacy, "sync-stream"), (run_py_049, "stream"), (run_py_049, "sync")],
+)
+async def test_an_emulated_prefill_is_removed_from_the_answer(
+    stack: StackFactory, client: Any, mode: str
+) -> None:
+    """No balanced target takes a prefill, so the proxy asks the model to begin with it; a model
+    that does (the simulator's answer_prefix) must not repeat it to a Text Completions client,
+    which got only what followed its prefill."""
+    s = await stack(answer_prefix="Sure, here it is:")
+    result = await client(s.url, mode, model="claude-2.1", prompt=PREFILL_PROMPT)
+    assert result.ok, result
+    # the whole text: 0.2.10's cumulative final event, 0.49's increments joined
+    assert result.out.get("text", result.out["final"]["completion"]) == TEXT
+    sent = s.sim.app[SIM_STATS_KEY].last_requests[-1]["json"]
+    assert sent["messages"][-1]["role"] == "user"  # no assistant turn: the target refuses it
+    assert "Sure, here it is:" in sent["messages"][-1]["content"]
+    assert s.metrics.messages_prefill.labels("emulated")._value.get() == 1
+
+
+async def test_without_the_prefix_in_the_answer_nothing_is_removed(stack: StackFactory) -> None:
+    s = await stack()
+    result = await run_py_legacy(s.url, "sync-stream", model="claude-2.1", prompt=PREFILL_PROMPT)
+    assert result.ok and result.out["final"]["completion"] == TEXT
