@@ -36,6 +36,8 @@ class Timeouts:
     stream_headers: float = 60.0
     headers: float = 600.0
     idle: float = 120.0
+    # a complete request head, from its first byte (issue 15)
+    request_head: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,8 @@ class Limits:
     upstream_connections: int = 0
     backlog: int = 4096
     write_high_water_bytes: int = 65536
+    # open client connections; 0: derived from RLIMIT_NOFILE (issue 15)
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,8 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "limits.write_high_water_bytes": (lambda v: v >= 1024, "must be >= 1024"),
     "shutdown.drain_seconds": (lambda v: v >= 0, "must be a number >= 0"),
     "metrics.max_client_labels": (lambda v: 1 <= v <= 200, "must be 1-200"),
+    "timeouts.request_head": (lambda v: v > 0, _POSITIVE),
+    "limits.max_connections": (lambda v: v >= 0, "must be >= 0 (0: from the descriptor limit)"),
 }
 
 

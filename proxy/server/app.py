@@ -12,6 +12,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
+from proxy.server.connections import (
+    ADMIN_MAX_CONNECTIONS,
+    Listener,
+    accept_error_handler,
+    connection_cap,
+    raise_nofile_limit,
+)
 from proxy.server.entry import Entry
 from proxy.server.exchange import Recorder
 from proxy.server.relay import Deps, deprecation_headers
@@ -101,15 +108,31 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
     await runner.setup()
     await admin_runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.limits.backlog)
-    admin_site = web.TCPSite(admin_runner, settings.admin_host, settings.admin_port)
-    await site.start()
-    await admin_site.start()
+    traffic, admin = _listeners(settings, metrics)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(accept_error_handler(traffic))
+    assert runner.server is not None and admin_runner.server is not None
+    # aiohttp's Server is a protocol factory; each connection is wrapped for the head deadline
+    # and the cap (proxy.server.connections says why this and not a TCPSite)
+    site = await loop.create_server(
+        traffic.factory(runner.server),
+        settings.host,
+        settings.port,
+        backlog=settings.limits.backlog,
+        reuse_address=True,
+    )
+    admin_site = await loop.create_server(
+        admin.factory(admin_runner.server),
+        settings.admin_host,
+        settings.admin_port,
+        reuse_address=True,
+    )
     log.info(
         "proxy.started",
         listen=f"{settings.host}:{settings.port}",
         admin=f"{settings.admin_host}:{settings.admin_port}",
         upstream=settings.upstream_url,
+        max_connections=traffic.max_connections,
     )
 
     metrics.ready.set(1)
@@ -124,7 +147,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     state.draining = True
     metrics.ready.set(0)
     log.info("proxy.draining", in_flight=state.in_flight, deadline_s=drain)
-    await site.stop()  # no new connections; requests on kept-alive ones get 503
+    site.close()  # no new connections; requests on kept-alive ones get 503
     try:
         await asyncio.wait_for(state.idle.wait(), timeout=drain)
     except TimeoutError:
@@ -135,5 +158,28 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.idle.wait(), timeout=3.0)
     await runner.cleanup()
+    admin_site.close()
     await admin_runner.cleanup()
     log.info("proxy.stopped")
+
+
+def _listeners(settings: Settings, metrics: Metrics) -> tuple[Listener, Listener]:
+    """The traffic and admin listeners, after raising the descriptor limit (issue 15)."""
+    log = get_logger()
+    before, nofile, hard = raise_nofile_limit()
+    cap, allowed = connection_cap(settings.limits.max_connections, nofile)
+    log.info("proxy.nofile", soft_before=before, soft=nofile, hard=hard, max_connections=cap)
+    if settings.limits.max_connections > allowed:
+        log.warning(
+            "proxy.max_connections_lowered",
+            configured=settings.limits.max_connections,
+            max_connections=cap,
+            nofile=nofile,
+        )
+    head = settings.timeouts.request_head
+    c = metrics.connections
+    traffic = Listener("traffic", head_timeout=head, max_connections=cap, metrics=c, nofile=nofile)
+    admin = Listener(
+        "admin", head_timeout=head, max_connections=ADMIN_MAX_CONNECTIONS, metrics=c, nofile=nofile
+    )
+    return traffic, admin

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,11 @@ class ProxyProcess:
         return (await self.proc.stdout.read()).decode()
 
 
-async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
+async def start_proxy(
+    upstream_url: str, *, nofile: tuple[int, int] | None = None, **env: str
+) -> ProxyProcess:
+    """The real process, settings as LEGACY_PROXY_<KEY>=value; ``nofile``: its (soft, hard)
+    RLIMIT_NOFILE."""
     port, admin = free_port(), free_port()
     environ = {
         **os.environ,
@@ -73,9 +79,10 @@ async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
         "LEGACY_PROXY_LOG_FORMAT": "json",
         **{f"LEGACY_PROXY_{k.upper()}": v for k, v in env.items()},
     }
+    limit = None if nofile is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", cwd=ROOT, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, preexec_fn=limit,
     )  # fmt: skip
     p = ProxyProcess(proc, port, admin)
     async with aiohttp.ClientSession() as session:

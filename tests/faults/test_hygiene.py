@@ -1,0 +1,196 @@
+"""Connection and relay hygiene against the real `python -m proxy` process (issue 15): nothing
+held for free, bodies exact, nothing paid twice. Each test failed on the code before issue 15.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
+from tests.e2e.test_process import ProxyProcess, start_proxy, stop
+
+LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "test-key-not-a-real-key"}
+MODERN = {"anthropic-version": "2023-06-01", "x-api-key": "test-key-not-a-real-key"}
+BODY = {"model": "claude-2.0", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream": True}
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[ScriptedUpstream, str]]:
+    up = ScriptedUpstream()
+    server = TestServer(up.app(), host="127.0.0.1")
+    await server.start_server()
+    yield up, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+def port_of(p: ProxyProcess) -> int:
+    return int(p.url.rsplit(":", 1)[1])
+
+
+async def metric(p: ProxyProcess, name: str) -> float:
+    """The sum of a metric's samples on the admin port."""
+    async with aiohttp.ClientSession() as s, s.get(p.admin + "/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if re.match(rf"{name}(\{{|\s)", line)
+    )
+
+
+async def stream_ok(p: ProxyProcess) -> bool:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(p.url + "/v1/complete", json=BODY, headers=LEGACY) as r,
+    ):
+        return r.status == 200 and (await r.read()).endswith(DONE)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes | None:
+    """What the proxy sent before closing, or None if it kept the connection open."""
+    data = b""
+    try:
+        async with asyncio.timeout(seconds):
+            while chunk := await reader.read(65536):
+                data += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return data
+
+
+# -- 1. request heads ----------------------------------------------------------------------------
+
+
+async def test_a_trickled_request_head_is_closed_at_its_deadline(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    p = await start_proxy(url, timeouts_request_head="1")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
+        writer.write(b"POST /v1/comp")
+
+        async def trickle() -> None:  # a byte every 0.2 s must not push the deadline back
+            for b in b"lete HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                await asyncio.sleep(0.2)
+                writer.write(bytes([b]))
+
+        trickling = asyncio.create_task(trickle())
+        got = await closed_within(reader, 2.5)
+        trickling.cancel()
+        writer.close()
+        assert got is not None, "a head trickled past timeouts.request_head kept its connection"
+        assert got.startswith(b"HTTP/1.1 408 ")
+        # a kept-alive connection may sit idle between requests longer than the head deadline
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
+        up.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
+        for _ in range(2):
+            writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: 12" in head
+            assert await reader.readexactly(12) == b'{"data": []}'
+            await asyncio.sleep(1.5)
+        writer.close()
+        assert await metric(p, "legacy_proxy_request_head_timeouts_total") == 1
+        assert up.seen and all(s.path_qs == "/v1/models" for s in up.seen)
+    finally:
+        assert await stop(p) == 0
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def partial_heads(port: int, n: int) -> list[Conn]:
+    conns = []
+    for _ in range(n):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            continue
+        writer.write(b"POST /v1/comp")
+        conns.append((reader, writer))
+    return conns
+
+
+async def test_connections_that_never_finish_a_head_cannot_starve_the_proxy(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    """The issue's attack, scaled to a 256-descriptor limit: 400 connections that sent part of
+    a head and wait. The oldest are closed to make room, probes and real requests go on."""
+    up, url = scripted
+    up.script = Stream([completion(" ok"), FINAL])
+    p = await start_proxy(url, nofile=(256, 256))
+    conns: list[Conn] = []
+    try:
+        conns = await partial_heads(port_of(p), 400)
+        await asyncio.sleep(0.3)
+        probe = aiohttp.ClientTimeout(total=3)
+        async with aiohttp.ClientSession(timeout=probe) as s, s.get(p.admin + "/healthz") as r:
+            assert r.status == 200
+        assert await stream_ok(p)
+        assert await closed_within(conns[0][0], 1.0) is not None, "the oldest was not closed"
+        assert await metric(p, "legacy_proxy_connections_closed_by_cap_total") >= 300
+        assert await metric(p, 'legacy_proxy_connections_open{listener="traffic"}') <= 64
+    finally:
+        for _, w in conns:
+            w.close()
+        assert await stop(p) == 0
+    log = await p.output()
+    assert "Traceback" not in log, log[-2000:]
+
+
+async def test_the_soft_descriptor_limit_is_raised_to_the_hard_one_and_logged(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    _, url = scripted
+    p = await start_proxy(url, nofile=(256, 2048))
+    try:
+        limits = Path(f"/proc/{p.proc.pid}/limits").read_text()  # noqa: ASYNC240 (procfs)
+        assert re.search(r"Max open files\s+2048\s+2048", limits), limits
+    finally:
+        assert await stop(p) == 0
+    lines = [json.loads(x) for x in (await p.output()).splitlines() if x.startswith("{")]
+    nofile = [x for x in lines if x["event"] == "proxy.nofile"]
+    assert nofile and nofile[0]["soft_before"] == 256 and nofile[0]["soft"] == 2048
+
+
+async def test_connections_refused_when_every_one_is_busy_are_warned_about_once(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Stream([completion(" a"), "stall"])
+    p = await start_proxy(url, limits_max_connections="4")
+    sessions = []
+    try:
+        for _ in range(4):  # four streams in flight: four busy connections
+            s = aiohttp.ClientSession()
+            sessions.append(s)
+            r = await s.post(p.url + "/v1/complete", json=BODY, headers=LEGACY)
+            await r.content.readuntil(b"\n\n")
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
+            writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await closed_within(reader, 2.0) == b""  # refused: closed, nothing sent
+            writer.close()
+        assert await metric(p, "legacy_proxy_connections_refused_total") == 10
+        async with aiohttp.ClientSession() as s, s.get(p.admin + "/healthz") as r:
+            assert r.status == 200
+    finally:
+        for s in sessions:
+            await s.close()
+        assert await stop(p) == 0
+    log = await p.output()
+    warnings = [x for x in log.splitlines() if '"connections.refused"' in x]
+    assert len(warnings) == 1, log[-3000:]
+    assert '"level": "warning"' in warnings[0]
