@@ -34,7 +34,16 @@ UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 def create_app(
     settings: Settings, metrics: Metrics, state: ServerState | None = None
 ) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    app = web.Application(
+        handler_args={
+            "max_field_size": 16384,
+            "max_line_size": 16384,
+            # bodies as they came: pass-through relays them byte for byte with their own
+            # Content-Encoding and Content-Length; converted routes inflate them within the body
+            # limit themselves (bodies.read_body)
+            "auto_decompress": False,
+        }
+    )
     state = state if state is not None else ServerState()
     upstream = Upstream(settings)
     app[STATE_KEY] = state

@@ -158,6 +158,7 @@ def converted_headers(request: web.Request) -> CIMultiDict[str]:
     API key among them), API version 2023-06-01, and no compression (spec sections 1 and 4)."""
     headers = end_to_end(request.headers, lower=True)
     headers.popall("content-length", None)  # recomputed for the bytes we send
+    headers.popall("content-encoding", None)  # the body sent is the inflated one (bodies.read_body)
     headers["anthropic-version"] = legacy.UPSTREAM_VERSION
     headers["accept-encoding"] = "identity"
     return headers

@@ -5,6 +5,7 @@ held for free, bodies exact, nothing paid twice. Each test failed on the code be
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 from collections.abc import AsyncIterator
@@ -194,3 +195,68 @@ async def test_connections_refused_when_every_one_is_busy_are_warned_about_once(
     warnings = [x for x in log.splitlines() if '"connections.refused"' in x]
     assert len(warnings) == 1, log[-3000:]
     assert '"level": "warning"' in warnings[0]
+
+
+# -- 2. request bodies ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def raw_bodies() -> AsyncIterator[tuple[ScriptedUpstream, str]]:
+    """The scripted upstream, reading request bodies as they came (no inflating)."""
+    up = ScriptedUpstream()
+    server = TestServer(up.app(), host="127.0.0.1")
+    await server.start_server(auto_decompress=False)
+    yield up, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_request_bodies_are_relayed_byte_exact_compressed_or_not(
+    raw_bodies: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = raw_bodies
+    up.script = Respond(200, b"{}", {"Content-Type": "application/json"})
+    p = await start_proxy(url, timeouts_headers="3", limits_max_body_bytes="65536")
+    payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi " * 50}]})
+    zipped = gzip.compress(payload.encode())
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            # pass-through, compressed: the same bytes, with their own encoding and length
+            headers = {**MODERN, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+            async with s.post(p.url + "/v1/messages", data=zipped, headers=headers) as r:
+                assert r.status == 200
+            seen = up.seen[-1]
+            assert seen.body == zipped
+            assert seen.headers["Content-Encoding"] == "gzip"
+            assert seen.headers["Content-Length"] == str(len(zipped))
+            # pass-through, plain and chunked
+            async def chunks() -> AsyncIterator[bytes]:
+                yield payload.encode()[:10]
+                yield payload.encode()[10:]
+
+            async with s.post(p.url + "/v1/messages", data=chunks(), headers=MODERN) as r:
+                assert r.status == 200
+            assert up.seen[-1].body == payload.encode()
+            # converted: inflated, and labelled as what is sent
+            up.script = Stream([completion(" ok"), FINAL])
+            body = gzip.compress(json.dumps(BODY).encode())
+            headers = {**LEGACY, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+            async with s.post(p.url + "/v1/complete", data=body, headers=headers) as r:
+                assert r.status == 200 and (await r.read()).endswith(DONE)
+            seen = up.seen[-1]
+            assert json.loads(seen.body)["prompt"] == BODY["prompt"]
+            assert "Content-Encoding" not in seen.headers
+            assert seen.headers["Content-Length"] == str(len(seen.body))
+            # converted: the limit applies to what it inflates to
+            n = len(up.seen)
+            bomb = gzip.compress(json.dumps({**BODY, "prompt": " " * 200_000}).encode())
+            assert len(bomb) < 65536
+            async with s.post(p.url + "/v1/complete", data=bomb, headers=headers) as r:
+                assert r.status == 413
+                assert (await r.json())["error"]["type"] == "request_too_large"
+            # converted: a coding the proxy cannot undo is refused, never forwarded
+            headers["Content-Encoding"] = "br"
+            async with s.post(p.url + "/v1/complete", data=b"\x0b\x02", headers=headers) as r:
+                assert r.status == 400
+            assert len(up.seen) == n
+    finally:
+        assert await stop(p) == 0
