@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.logs import get_logger
 from proxy.settings import Settings
 
 # RFC 9110 section 7.6.1, plus the proxy-only headers; names listed in Connection are added per
@@ -76,6 +77,33 @@ def egress_proxy(base_url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+class InStepConnector(aiohttp.TCPConnector):
+    """A pooled connection is reused only if nothing arrived on it while it sat idle.
+
+    HTTP/1.1 answers requests in order, with nothing to match an answer to its request. Bytes
+    that arrive on an idle pooled connection (an upstream or middlebox writing a response nobody
+    asked for) wait in aiohttp's buffer and would be read as the answer to the next request sent
+    on it, and every answer after that would be one request late: one client's completion handed
+    to another (issue 15). Such a connection is closed here instead of reused; aiohttp's own
+    ``should_close`` says it is not clean (unread bytes, an unfinished body, an error). Pooling
+    otherwise goes on as before: reuse saves a TCP and TLS handshake per stream."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[aiohttp.tracing.Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> aiohttp.connector.Connection:
+        while True:
+            conn = await super().connect(req, traces, timeout)
+            proto = conn.protocol
+            if proto is None or not proto.should_close:
+                return conn
+            # a fresh connection is always clean, so this ends once the pool has no dirty ones
+            get_logger().warning("upstream.out_of_step_connection_discarded")
+            conn.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     response: aiohttp.ClientResponse
@@ -94,7 +122,7 @@ class Upstream:
         ssl_ctx: ssl.SSLContext | bool = True
         if s.upstream.ca_bundle:
             ssl_ctx = ssl.create_default_context(cafile=s.upstream.ca_bundle)
-        connector = aiohttp.TCPConnector(
+        connector = InStepConnector(
             # aiohttp's default limit of 100 would silently queue stream 101 with no timeout
             limit=s.limits.upstream_connections,
             limit_per_host=0,

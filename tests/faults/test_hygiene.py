@@ -260,3 +260,65 @@ async def test_request_bodies_are_relayed_byte_exact_compressed_or_not(
             assert len(up.seen) == n
     finally:
         assert await stop(p) == 0
+
+
+# -- 3. out-of-step upstream connections ---------------------------------------------------------
+
+
+class InjectingUpstream:
+    """A raw-socket upstream: answers each request in order on a kept-alive connection, and on
+    its first connection writes a response nobody asked for once that connection is idle."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        first = self.connections == 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                self.answered += 1
+                body = json.dumps({"answer": self.answered}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode() + b"\r\n\r\n" + body
+                )  # fmt: skip
+                await writer.drain()
+                if first:
+                    first = False
+                    await asyncio.sleep(0.2)  # idle in the proxy's pool by now
+                    injected = b'{"answer": "INJECTED"}'
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                        + str(len(injected)).encode() + b"\r\n\r\n" + injected
+                    )  # fmt: skip
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_response_nobody_asked_for_never_reaches_a_client() -> None:
+    raw = InjectingUpstream()
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    p = await start_proxy(f"http://127.0.0.1:{port}")
+    try:
+        answers = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(4):
+                async with s.get(p.url + "/v1/models", headers=MODERN) as r:
+                    answers.append((await r.json())["answer"])
+                await asyncio.sleep(0.5)
+        assert answers == [1, 2, 3, 4]
+        assert raw.connections == 2  # the out-of-step one was dropped; the next one is reused
+    finally:
+        assert await stop(p) == 0
+        server.close()
+        await server.wait_closed()
+    assert "upstream.out_of_step_connection_discarded" in await p.output()
