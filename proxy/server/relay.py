@@ -190,5 +190,7 @@ def is_json(up: aiohttp.ClientResponse) -> bool:
 
 def event_id(deps: Deps, request: web.Request, ex: Exchange) -> str | None:
     """Rule 5's ``id:`` line for clients whose EventSource would retry a failed stream."""
-    sdk = legacy.client_id(request.headers.get("anthropic-sdk"), None, None)
-    return ex.request_id if legacy.wants_event_ids(deps.settings.legacy.event_ids, sdk) else None
+    h = request.headers
+    client = legacy.client_id(h.get("anthropic-sdk"), h.get("client"), h.get("user-agent"))
+    wanted = legacy.wants_event_ids(deps.settings.legacy.event_ids, client, h.get("accept"))
+    return ex.request_id if wanted else None

@@ -21,6 +21,7 @@ PY_LEGACY = ROOT / ".venvs" / "anthropic-0.2.10" / "bin" / "python"
 PY_MODERN = ROOT / ".venvs" / "anthropic-0.3" / "bin" / "python"
 PY_CURRENT = ROOT / ".venvs" / "anthropic-current" / "bin" / "python"
 JS_DIR = HERE / "js"
+FES_DIR = HERE / "fetch_event_source"
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,12 @@ async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.
 async def run_py_current(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
     """Today's official anthropic SDK, on /v1/messages."""
     return await _run_py(PY_CURRENT, "py_current.py", base_url, stream, timeout)
+
+
+async def run_fetch_event_source(url: str, linger: float, timeout: float = 60.0) -> ClientResult:
+    """@microsoft/fetch-event-source 2.0.1 POSTs a legacy streaming request to ``url`` and, on
+    a failed stream, retries as its default onerror does for ``linger`` seconds; ``out`` has the
+    data of every message, the errors, each attempt's status and Last-Event-ID."""
+    _require(FES_DIR / "node_modules" / "@microsoft" / "fetch-event-source")
+    argv = ["node", "client.mjs", "--url", url, "--linger", str(linger)]
+    return await _run(argv, FES_DIR, timeout)

@@ -15,7 +15,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
+from tests.clients.harness import run_fetch_event_source
+from tests.e2e.scripted import (
+    FINAL,
+    OVERLOADED,
+    Respond,
+    ScriptedUpstream,
+    Stream,
+    completion,
+)
 from tests.e2e.test_process import ProxyProcess, start_proxy, stop
 
 LEGACY = {"anthropic-version": "2023-01-01", "x-api-key": "test-key-not-a-real-key"}
@@ -322,3 +330,31 @@ async def test_a_response_nobody_asked_for_never_reaches_a_client() -> None:
         server.close()
         await server.wait_closed()
     assert "upstream.out_of_step_connection_discarded" in await p.output()
+
+
+# -- 4. event ids for generic EventSource clients (spec rule 5) ----------------------------------
+
+
+@pytest.mark.clients
+async def test_a_generic_eventsource_client_is_not_paid_for_twice_after_a_cut_stream(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    """@microsoft/fetch-event-source 2.0.1 re-POSTs every second after a failed stream unless its
+    onerror rethrows. With an id: line its retries carry Last-Event-ID and are refused by the
+    proxy: the upstream sees (and bills) exactly one request."""
+    up, url = scripted
+    up.script = Stream([completion(" Hello"), completion(" world"), OVERLOADED])
+    p = await start_proxy(url)
+    try:
+        result = await run_fetch_event_source(p.url + "/v1/complete", linger=3.5)
+    finally:
+        assert await stop(p) == 0
+    out = result.out
+    assert result.returncode == 0, result
+    assert len(up.seen) == 1, out  # without the id line: one per second
+    assert out["statuses"][0] == 200 and len(out["statuses"]) >= 2, out
+    assert all(s == 400 for s in out["statuses"][1:]), out
+    assert all(i is not None for i in out["last_event_ids"][1:]), out
+    last = json.loads(out["messages"][-1])
+    assert last["completion"] == " Hello world"
+    assert last["exception"] == "overloaded_error: Overloaded"
