@@ -31,8 +31,11 @@ SSE_HEADERS: Final = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx and friends: do not hold events back
 }
-# Upstream response headers an error response relayed whole keeps (spec section 4).
-KEPT_HEADERS: Final = ("request-id", "retry-after", "content-type", "content-encoding")
+# Upstream response headers an error response relayed whole keeps (spec section 4); Location:
+# a 3xx without it is no redirect at all (issue 15).
+KEPT_HEADERS: Final = (
+    "request-id", "retry-after", "content-type", "content-encoding", "location",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,19 @@ def end_abnormally(request: web.Request) -> None:
     transport = request.transport
     if transport is not None and not transport.is_closing():
         transport.close()
+
+
+async def write_eof(resp: web.StreamResponse) -> bool:
+    """End the response; False if the client had already gone. A client that closes as soon as
+    it has the last event (TypeScript 0.4.x does) often leaves while the chunked terminator is
+    written: aiohttp then raises ClientConnectionResetError, which escaping the handler would be
+    logged as an error with a traceback (issue 15). The response is complete for the client;
+    aiohttp's own write_eof after the handler meets the same closed transport and ignores it."""
+    try:
+        await resp.write_eof()
+    except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+        return False
+    return True
 
 
 async def finish_for_reuse(up: aiohttp.ClientResponse) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.errors import BadRequest, UpstreamError, UpstreamTimeout
 from proxy.logs import get_logger
 from proxy.settings import Settings
 
@@ -104,6 +105,25 @@ class InStepConnector(aiohttp.TCPConnector):
             conn.close()
 
 
+def check_forwardable(raw_path_qs: str, headers: CIMultiDict[str]) -> None:
+    """What must never be forwarded, checked where every upstream request passes (400s).
+
+    Dot segments: under a path-prefixed ``upstream_url`` a normalising gateway would resolve
+    ``/v1/../../admin`` (or ``%2e%2e``, or ``..%2f``) outside the prefix, with the client's key.
+    Header bytes that are not UTF-8: aiohttp's parser keeps them as surrogates, which do not
+    survive the upstream leg unchanged (``caf\\xe9`` arrived as ``caf``); refused, not altered."""
+    decoded = urllib.parse.unquote(raw_path_qs.split("?", 1)[0]).replace("\\", "/")
+    if any(seg in (".", "..") for seg in decoded.split("/")):
+        raise BadRequest("the request path must not contain . or .. segments")
+    for name, value in headers.items():
+        if not (name.isascii() and value.isascii()):
+            try:
+                name.encode()
+                value.encode()
+            except UnicodeEncodeError:
+                raise BadRequest(f"header {name[:64]!r} is not valid UTF-8") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     response: aiohttp.ClientResponse
@@ -163,6 +183,7 @@ class Upstream:
     ) -> Opened:
         """Send the request; return once response headers arrived (or raise 502/504)."""
         assert self._session is not None, "Upstream.start() was not called"
+        check_forwardable(raw_path_qs, headers)
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(headers_timeout):
@@ -183,4 +204,9 @@ class Upstream:
             raise UpstreamTimeout("upstream did not answer within the timeout") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from None
+        if resp.status == 101:
+            # no route here speaks another protocol, and relayed, the 101 leaves the client
+            # waiting on a connection nothing will ever write to
+            resp.close()
+            raise UpstreamError("upstream switched protocols (101), which the proxy does not relay")
         return Opened(resp, time.perf_counter() - t0)

@@ -8,6 +8,8 @@ import asyncio
 import gzip
 import json
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -180,12 +182,13 @@ async def test_connections_refused_when_every_one_is_busy_are_warned_about_once(
     up, url = scripted
     up.script = Stream([completion(" a"), "stall"])
     p = await start_proxy(url, limits_max_connections="4")
-    sessions = []
+    sessions, responses = [], []
     try:
         for _ in range(4):  # four streams in flight: four busy connections
             s = aiohttp.ClientSession()
             sessions.append(s)
             r = await s.post(p.url + "/v1/complete", json=BODY, headers=LEGACY)
+            responses.append(r)
             await r.content.readuntil(b"\n\n")
         for _ in range(10):
             reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
@@ -196,6 +199,8 @@ async def test_connections_refused_when_every_one_is_busy_are_warned_about_once(
         async with aiohttp.ClientSession() as s, s.get(p.admin + "/healthz") as r:
             assert r.status == 200
     finally:
+        for r in responses:
+            r.close()
         for s in sessions:
             await s.close()
         assert await stop(p) == 0
@@ -358,3 +363,143 @@ async def test_a_generic_eventsource_client_is_not_paid_for_twice_after_a_cut_st
     last = json.loads(out["messages"][-1])
     assert last["completion"] == " Hello world"
     assert last["exception"] == "overloaded_error: Overloaded"
+
+
+# -- 5. the smaller items ------------------------------------------------------------------------
+
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    got = await closed_within(reader, 5.0)
+    writer.close()
+    assert got is not None
+    return got
+
+
+async def test_dot_segments_are_refused_so_nothing_leaves_the_upstream_prefix(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
+    p = await start_proxy(url + "/gateway/prefix")
+    close = b"Connection: close\r\nanthropic-version: 2023-06-01\r\nx-api-key: k\r\n"
+    try:
+        for path in (b"/v1/../../admin", b"/v1/%2e%2e/%2E%2E/admin", b"/v1/.%2e/x", b"/v1/./x",
+                     b"/v1/..%2f..%2fadmin", b"/v1/..%5cadmin"):  # fmt: skip
+            answer = await raw_exchange(port_of(p), b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                        + close + b"\r\n")  # fmt: skip
+            assert answer.startswith(b"HTTP/1.1 400 "), (path, answer[:200])
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+        assert up.seen == [], [s.path_qs for s in up.seen]
+        # dots inside a segment are no dot segments
+        files = b"GET /v1/files/a..b/.x HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n"
+        assert (await raw_exchange(port_of(p), files)).startswith(b"HTTP/1.1 200 ")
+        assert up.seen[0].path_qs == "/gateway/prefix/v1/files/a..b/.x"
+    finally:
+        assert await stop(p) == 0
+
+
+async def test_header_bytes_that_are_not_utf8_are_refused_not_altered(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
+    p = await start_proxy(url)
+    models = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    try:
+        for legacy in (b"", b"anthropic-version: 2023-01-01\r\n"):
+            answer = await raw_exchange(port_of(p), models + legacy + b"X-Name: caf\xe9\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert up.seen == [], [s.raw_headers for s in up.seen]
+        # valid UTF-8 goes through, byte for byte
+        answer = await raw_exchange(port_of(p), models + "X-Name: café\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert dict(up.seen[0].raw_headers)[b"x-name"] == "café".encode()
+    finally:
+        assert await stop(p) == 0
+
+
+async def test_a_redirect_on_a_converted_route_keeps_its_location(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    up, url = scripted
+    up.script = Respond(307, b"", {"Location": "https://elsewhere.example/v1/complete"})
+    p = await start_proxy(url)
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(p.url + "/v1/complete", json=BODY, headers=LEGACY, allow_redirects=False) as r,
+        ):
+            assert r.status == 307
+            assert r.headers.get("Location") == "https://elsewhere.example/v1/complete"
+        assert len(up.seen) == 1  # relayed, never followed
+    finally:
+        assert await stop(p) == 0
+
+
+async def test_an_upstream_101_is_a_502(scripted: tuple[ScriptedUpstream, str]) -> None:
+    async def switching(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                         b"Connection: Upgrade\r\n\r\n")  # fmt: skip
+            await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(switching, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    p = await start_proxy(f"http://127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            async with s.get(p.url + "/v1/models", headers=MODERN) as r:
+                assert r.status == 502
+                assert (await r.json())["error"]["type"] == "api_error"
+            async with s.post(p.url + "/v1/complete", json=BODY, headers=LEGACY) as r:
+                assert r.status == 502
+    finally:
+        assert await stop(p) == 0
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_client_that_leaves_with_the_final_event_leaves_no_traceback(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    """Like TypeScript 0.4.x: it closes as soon as it has the stop_reason, with a reset, often
+    while the proxy is writing the stream's last bytes."""
+    up, url = scripted
+    up.script = Stream([completion(" a"), FINAL])
+    modern = Stream([b"event: x\ndata: {}\n\n", b"event: message_stop\ndata: {}\n\n"])
+    up.by_path = {"/v1/relayed": modern}
+    p = await start_proxy(url)
+    logged = asyncio.create_task(p.output())  # read as it comes: a full pipe would block it
+    port = port_of(p)
+    body = json.dumps(BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items()).encode()
+    converted = (b"POST /v1/complete HTTP/1.1\r\nHost: x\r\n" + head
+                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+    relayed = b"GET /v1/relayed HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01\r\n\r\n"
+
+    async def leave_at(request: bytes, marker: bytes) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await reader.readuntil(marker)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset, at once
+
+    try:
+        for _ in range(20):
+            await asyncio.gather(
+                *(leave_at(converted, b"stop_sequence") for _ in range(5)),
+                *(leave_at(relayed, b"message_stop") for _ in range(5)),
+            )
+        assert await stream_ok(p)
+    finally:
+        assert await stop(p) == 0
+    log = await logged
+    assert "Traceback" not in log and '"level": "error"' not in log, log[-3000:]
+    assert log.count('"outcome": "ok"') == 201  # rule 8: the final event reached them
