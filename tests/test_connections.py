@@ -134,3 +134,31 @@ def test_accept_failures_for_lack_of_descriptors_become_one_warning(
         loop.close()
     assert metrics.refused.labels("traffic")._value.get() == 5
     assert capsys.readouterr().out.count("connections.refused") == 1
+
+
+class Body:
+    def __init__(self) -> None:
+        self.eof = False
+
+    def is_eof(self) -> bool:
+        return self.eof
+
+
+async def test_the_bytes_that_end_a_body_start_no_head_deadline() -> None:
+    listener = Listener("traffic", head_timeout=30, max_connections=10)
+    conn, _ = open_one(listener)
+    body = Body()
+    inner = conn._inner
+    inner._messages.append((object(), body))
+    inner._request_count += 1
+    conn._payload = body  # a head arrived; its body is still coming
+    inner._messages.clear()
+    inner._request_in_progress = True
+
+    def last_body_bytes(data: bytes) -> None:
+        body.eof = True
+
+    inner.data_received = last_body_bytes
+    conn.data_received(b"the rest of the body")
+    assert conn._timer is None
+    conn.connection_lost(None)

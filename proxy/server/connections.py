@@ -239,6 +239,8 @@ class GuardedConnection(asyncio.Protocol):
         inner = self._inner
         if inner is None:
             return
+        # bytes that end a body are no head's first bytes: decided before the parser sees them
+        in_body = self._payload is not None and not self._payload.is_eof()
         before = inner._request_count
         inner.data_received(data)
         if inner._request_count != before:
@@ -247,18 +249,16 @@ class GuardedConnection(asyncio.Protocol):
             self._head_at = time.monotonic()
             messages = inner._messages
             self._payload = messages[-1][1] if messages else None
-        elif (
-            self._timer is None
-            and data
-            and not inner._force_close
-            and not inner._close
-            and (self._payload is None or self._payload.is_eof())
-        ):
+        elif self._timer is None and data and not in_body and not self._closing(inner):
             # the first byte of a head: its deadline starts now and stays put
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._listener.head_timeout, self._head_timeout)
 
     # -- ours ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _closing(inner: Any) -> bool:
+        return bool(inner._force_close or inner._close)
 
     def busy(self) -> bool:
         """A request head arrived and is not answered yet (or arrived a moment ago: aiohttp
