@@ -58,14 +58,40 @@ def client_id(sdk: str | None, client: str | None, user_agent: str | None) -> Cl
     return None
 
 
-def wants_event_ids(policy: EventIds, client: ClientId | None) -> bool:
-    """Rule 5: the TypeScript 0.4.x client needs an ``id:`` line so its automatic retry carries
-    ``Last-Event-ID`` and can be refused; Python 0.2.x must never see one."""
+def wants_event_ids(
+    policy: EventIds, client: ClientId | None, accept: str | None = None
+) -> bool:
+    """Rule 5: an ``id:`` line lets an EventSource client's automatic retry carry
+    ``Last-Event-ID``, so the retry can be refused instead of paid for again. ``auto``: the
+    TypeScript 0.4.x SDK, and any client whose ``Accept`` asks for ``text/event-stream`` (a
+    spec-following EventSource parser such as ``@microsoft/fetch-event-source``, which tolerates
+    ``id:``); never a client that identifies as ``anthropic-python`` (0.2.x parses every unknown
+    line as JSON; 0.2.10 sends ``Accept: application/json`` anyway)."""
     if policy == "always":
         return True
     if policy == "never":
         return False
-    return client is not None and client.name == "anthropic-typescript"
+    if client is not None and client.name == "anthropic-python":
+        return False
+    if client is not None and client.name == "anthropic-typescript":
+        return True
+    return accepts_event_stream(accept)
+
+
+def accepts_event_stream(accept: str | None) -> bool:
+    """True when one of the ``Accept`` media ranges is ``text/event-stream`` with q > 0
+    (RFC 9110 section 12.5.1). ``*/*`` does not count: it is any client's default."""
+    for media_range in (accept or "").split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        if kind.lower() != "text/event-stream":
+            continue
+        q = next((p[2:].strip() for p in params if p.lower().startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            return True  # a malformed weight is ignored, as if absent
+    return False
 
 
 def parse_request(body: bytes) -> dict[str, Any]:

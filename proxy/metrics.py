@@ -233,6 +233,7 @@ class Metrics:
         self.migration = Migration()
         self.build_info.info({"version": __version__})
         self._prime()
+        self.connections = ConnectionMetrics(r)
 
     def _prime(self) -> None:
         """Create every fixed label combination at zero, so rates and alerts work from the start
@@ -368,3 +369,44 @@ class Migration:
                 "errors": sum(u.errors for u in self.clients.values()),
             },
         }
+
+
+LISTENERS: Final = ("traffic", "admin")
+
+
+class ConnectionMetrics:
+    """Client connections, per listener (issue 15): what the head deadline and the connection
+    cap did (proxy.server.connections)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = PREFIX
+        self.open = Gauge(
+            f"{p}_connections_open",
+            "Client connections open now, by listener.",
+            ["listener"],
+            registry=registry,
+        )
+        self.head_timeouts = Counter(
+            f"{p}_request_head_timeouts",
+            "Connections closed because a request head was not complete within "
+            "timeouts.request_head.",
+            ["listener"],
+            registry=registry,
+        )
+        self.closed_by_cap = Counter(
+            f"{p}_connections_closed_by_cap",
+            "Connections without a request in progress closed to make room for a new one "
+            "(limits.max_connections).",
+            ["listener"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            f"{p}_connections_refused",
+            "New connections refused: the cap was reached with every connection busy, or "
+            "accept() ran out of descriptors.",
+            ["listener"],
+            registry=registry,
+        )
+        for listener in LISTENERS:
+            for metric in (self.open, self.head_timeouts, self.closed_by_cap, self.refused):
+                metric.labels(listener)

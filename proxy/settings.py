@@ -52,6 +52,8 @@ class Timeouts:
     idle: float = 120.0
     # a client that accepts no byte of a converted stream for this long is cut (issue 14)
     client_write: float = 120.0
+    # a complete request head, from its first byte (issue 15)
+    request_head: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Limits:
     # unsent output held for slow clients across all converted streams; past it, new requests
     # get 529 until the clients catch up or are cut (issue 14)
     max_pending_bytes: int = 64 * 1024 * 1024
+    # open client connections; 0: derived from RLIMIT_NOFILE (issue 15)
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,8 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "messages.fast": (bool, "must list at least one model"),
     "messages.balanced": (bool, "must list at least one model"),
     "messages.thinking_allowance": (lambda v: 0 <= v <= 1_000_000, "must be 0-1000000"),
+    "timeouts.request_head": (lambda v: v > 0, _POSITIVE),
+    "limits.max_connections": (lambda v: v >= 0, "must be >= 0 (0: from the descriptor limit)"),
 }
 
 

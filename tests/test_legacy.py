@@ -55,6 +55,26 @@ def test_event_ids_per_client() -> None:
     assert wants_event_ids("always", py) and not wants_event_ids("never", ts)
 
 
+@pytest.mark.parametrize(
+    ("accept", "wanted"),
+    [
+        ("text/event-stream", True),  # @microsoft/fetch-event-source, any EventSource
+        ("application/json, Text/Event-Stream;q=0.5", True),
+        ("text/event-stream;q=0", False),
+        ("application/json", False),  # Python 0.2.10
+        ("*/*", False),
+        (None, False),
+    ],
+)
+def test_event_ids_auto_follows_accept(accept: str | None, wanted: bool) -> None:
+    """Spec rule 5: auto covers any client asking for text/event-stream, never anthropic-python."""
+    other = ClientId("my-app", "1.0")
+    assert wants_event_ids("auto", None, accept) is wanted
+    assert wants_event_ids("auto", other, accept) is wanted
+    py = ClientId("anthropic-python", "0.2.10")
+    assert not wants_event_ids("auto", py, accept)
+
+
 def test_parse_request() -> None:
     assert parse_request(b'{"stream": true}') == {"stream": True}
     deep = b"[" * 3000 + b"]" * 3000  # too deep for json's recursive parser

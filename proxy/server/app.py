@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy.errors import ConfigError, ListenError
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
+from proxy.server.connections import (
+    ADMIN_MAX_CONNECTIONS,
+    Listener,
+    accept_error_handler,
+    connection_cap,
+    raise_nofile_limit,
+)
 from proxy.server.entry import Entry
 from proxy.server.exchange import Recorder
 from proxy.server.relay import Deps, deprecation_headers
@@ -34,7 +41,16 @@ UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 def create_app(
     settings: Settings, metrics: Metrics, state: ServerState | None = None
 ) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    app = web.Application(
+        handler_args={
+            "max_field_size": 16384,
+            "max_line_size": 16384,
+            # bodies as they came: pass-through relays them byte for byte with their own
+            # Content-Encoding and Content-Length; converted routes inflate them within the body
+            # limit themselves (bodies.read_body)
+            "auto_decompress": False,
+        }
+    )
     state = state if state is not None else ServerState()
     upstream = Upstream(settings)
     app[STATE_KEY] = state
@@ -115,12 +131,36 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             "upstream.ca_bundle", f"not a PEM certificate bundle: {exc.reason or exc}"
         ) from None
     await admin_runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.limits.backlog)
-    admin_site = web.TCPSite(admin_runner, settings.admin_host, settings.admin_port)
+    traffic, admin = _listeners(settings, metrics)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(accept_error_handler(traffic))
+    assert runner.server is not None and admin_runner.server is not None
+    # aiohttp's Server is a protocol factory; each connection is wrapped for the head deadline
+    # and the cap (proxy.server.connections says why this and not a TCPSite)
     try:
-        await _listen(site, "host", "port", settings.host, settings.port)
-        await _listen(admin_site, "admin_host", "admin_port", settings.admin_host,
-                      settings.admin_port)  # fmt: skip
+        site = await _listen(
+            loop.create_server(
+                traffic.factory(runner.server),
+                settings.host,
+                settings.port,
+                backlog=settings.limits.backlog,
+                reuse_address=True,
+            ),
+            "host", "port", settings.host, settings.port,
+        )  # fmt: skip
+        try:
+            admin_site = await _listen(
+                loop.create_server(
+                    admin.factory(admin_runner.server),
+                    settings.admin_host,
+                    settings.admin_port,
+                    reuse_address=True,
+                ),
+                "admin_host", "admin_port", settings.admin_host, settings.admin_port,
+            )  # fmt: skip
+        except ListenError:
+            site.close()
+            raise
     except ListenError:
         # close what was opened (the upstream session above all), or Python warns about it
         await runner.cleanup()
@@ -132,6 +172,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         listen=f"{settings.host}:{settings.port}",
         admin=f"{settings.admin_host}:{settings.admin_port}",
         upstream=settings.upstream_url,
+        max_connections=traffic.max_connections,
     )
 
     metrics.ready.set(1)
@@ -146,7 +187,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     state.draining = True
     metrics.ready.set(0)
     log.info("proxy.draining", in_flight=state.in_flight, deadline_s=drain)
-    await site.stop()  # no new connections; requests on kept-alive ones get 503
+    site.close()  # no new connections; requests on kept-alive ones get 503
     try:
         await asyncio.wait_for(state.idle.wait(), timeout=drain)
     except TimeoutError:
@@ -158,13 +199,16 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await asyncio.wait_for(state.idle.wait(), timeout=3.0)
     resolving.cancel()
     await runner.cleanup()
+    admin_site.close()
     await admin_runner.cleanup()
     log.info("proxy.stopped")
 
 
-async def _listen(site: web.TCPSite, host_key: str, port_key: str, host: str, port: int) -> None:
+async def _listen(
+    opening: Coroutine[Any, Any, asyncio.Server], host_key: str, port_key: str, host: str, port: int
+) -> asyncio.Server:
     try:
-        await site.start()
+        return await opening
     except OSError as exc:
         raise listen_error(exc, host_key, port_key, host, port) from None
 
@@ -211,3 +255,25 @@ async def check_upstream_resolves(settings: Settings, log: Any) -> None:
             host=host,
             error=f"cannot resolve {host}: no answer within {RESOLVE_TIMEOUT_S:.0f} s",
         )
+
+
+def _listeners(settings: Settings, metrics: Metrics) -> tuple[Listener, Listener]:
+    """The traffic and admin listeners, after raising the descriptor limit (issue 15)."""
+    log = get_logger()
+    before, nofile, hard = raise_nofile_limit()
+    cap, allowed = connection_cap(settings.limits.max_connections, nofile)
+    log.info("proxy.nofile", soft_before=before, soft=nofile, hard=hard, max_connections=cap)
+    if settings.limits.max_connections > allowed:
+        log.warning(
+            "proxy.max_connections_lowered",
+            configured=settings.limits.max_connections,
+            max_connections=cap,
+            nofile=nofile,
+        )
+    head = settings.timeouts.request_head
+    c = metrics.connections
+    traffic = Listener("traffic", head_timeout=head, max_connections=cap, metrics=c, nofile=nofile)
+    admin = Listener(
+        "admin", head_timeout=head, max_connections=ADMIN_MAX_CONNECTIONS, metrics=c, nofile=nofile
+    )
+    return traffic, admin

@@ -11,21 +11,68 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from proxy.errors import PayloadTooLarge, UpstreamError
+from proxy.errors import BadRequest, PayloadTooLarge, UpstreamError
 
 READ_CHUNK: Final = 1 << 16
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+    """A converted route's request body, inflated if the client compressed it (the traffic app
+    reads bodies as they came, ``auto_decompress=False``, so pass-through relays them exactly).
+    ``limit`` applies to the inflated size."""
+    codings = request_codings(request.headers.get("content-encoding"))
+    # a compressed body may be a little larger than what it inflates to (stored deflate blocks
+    # of incompressible data): the wire allows for that, the inflated size is held to ``limit``
+    wire_limit = limit + limit // 64 + 1024 if codings else limit
+    if request.content_length is not None and request.content_length > wire_limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     parts: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK):
         size += len(chunk)
-        if size > limit:
+        if size > wire_limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         parts.append(chunk)
+    body = b"".join(parts)
+    for coding in reversed(codings):  # listed in the order they were applied
+        body = inflate_request(body, coding, limit)
+    return body
+
+
+def request_codings(header: str | None) -> list[str]:
+    """The content codings of a request body, ``identity`` left out; one the proxy cannot undo
+    is a 400 (the converted body must be read)."""
+    codings = [c.strip().lower() for c in (header or "").split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    for c in codings:
+        if c not in ("gzip", "x-gzip", "deflate"):
+            raise BadRequest(f"unsupported Content-Encoding {c[:32]!r}: use gzip, deflate or none")
+    return codings
+
+
+def inflate_request(data: bytes, coding: str, limit: int) -> bytes:
+    """One content coding undone, in bounded pieces: a small gzip body can inflate a thousand
+    times over, and must be refused at ``limit`` rather than after it was all inflated."""
+    if coding == "deflate" and data[:1] and (data[0] & 0x0F) != 8:
+        d = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some clients send it
+    elif coding == "deflate":
+        d = zlib.decompressobj()
+    else:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while data:
+            out = d.decompress(data, READ_CHUNK)
+            data = d.unconsumed_tail
+            size += len(out)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes once inflated")
+            parts.append(out)
+    except zlib.error:
+        raise BadRequest(f"request body is not valid {coding}") from None
+    if not d.eof:
+        raise BadRequest(f"request body is not valid {coding}: it ends too soon")
     return b"".join(parts)
 
 

@@ -31,8 +31,11 @@ SSE_HEADERS: Final = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx and friends: do not hold events back
 }
-# Upstream response headers an error response relayed whole keeps (spec section 4).
-KEPT_HEADERS: Final = ("request-id", "retry-after", "content-type", "content-encoding")
+# Upstream response headers an error response relayed whole keeps (spec section 4); Location:
+# a 3xx without it is no redirect at all (issue 15).
+KEPT_HEADERS: Final = (
+    "request-id", "retry-after", "content-type", "content-encoding", "location",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,19 @@ def end_abnormally(request: web.Request) -> None:
         transport.close()
 
 
+async def write_eof(resp: web.StreamResponse) -> bool:
+    """End the response; False if the client had already gone. A client that closes as soon as
+    it has the last event (TypeScript 0.4.x does) often leaves while the chunked terminator is
+    written: aiohttp then raises ClientConnectionResetError, which escaping the handler would be
+    logged as an error with a traceback (issue 15). The response is complete for the client;
+    aiohttp's own write_eof after the handler meets the same closed transport and ignores it."""
+    try:
+        await resp.write_eof()
+    except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+        return False
+    return True
+
+
 async def finish_for_reuse(up: aiohttp.ClientResponse) -> None:
     """After a converted stream's final event the body's last bytes (Messages' message_stop, the
     chunked terminator) usually follow at once. Reading them, briefly and boundedly, lets the
@@ -162,6 +178,7 @@ def converted_headers(request: web.Request) -> CIMultiDict[str]:
     API key among them), API version 2023-06-01, and no compression (spec sections 1 and 4)."""
     headers = end_to_end(request.headers, lower=True)
     headers.popall("content-length", None)  # recomputed for the bytes we send
+    headers.popall("content-encoding", None)  # the body sent is the inflated one (bodies.read_body)
     headers["anthropic-version"] = legacy.UPSTREAM_VERSION
     headers["accept-encoding"] = "identity"
     return headers
@@ -193,5 +210,7 @@ def is_json(up: aiohttp.ClientResponse) -> bool:
 
 def event_id(deps: Deps, request: web.Request, ex: Exchange) -> str | None:
     """Rule 5's ``id:`` line for clients whose EventSource would retry a failed stream."""
-    sdk = legacy.client_id(request.headers.get("anthropic-sdk"), None, None)
-    return ex.request_id if legacy.wants_event_ids(deps.settings.legacy.event_ids, sdk) else None
+    h = request.headers
+    client = legacy.client_id(h.get("anthropic-sdk"), h.get("client"), h.get("user-agent"))
+    wanted = legacy.wants_event_ids(deps.settings.legacy.event_ids, client, h.get("accept"))
+    return ex.request_id if wanted else None

@@ -26,7 +26,7 @@ from proxy.errors import UpstreamError
 from proxy.server.bodies import Inflater
 from proxy.server.client import ClientSink, SilentClient
 from proxy.server.exchange import Exchange
-from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse
+from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse, write_eof
 
 
 class ClientWriter:
@@ -182,8 +182,7 @@ async def stream_converted(
             writer.failed = True
         if conv.failed or writer.failed or not writer.delivered_end:
             end_abnormally(request)
-        else:
-            await resp.write_eof()
+        elif await write_eof(resp):
             await finish_for_reuse(up)
         return resp
     finally:

@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
+from proxy.errors import BadRequest, ProxyError, UpstreamError, UpstreamTimeout
 from proxy.logs import get_logger
 from proxy.settings import Settings
 
@@ -79,6 +80,52 @@ def egress_proxy(base_url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+class InStepConnector(aiohttp.TCPConnector):
+    """A pooled connection is reused only if nothing arrived on it while it sat idle.
+
+    HTTP/1.1 answers requests in order, with nothing to match an answer to its request. Bytes
+    that arrive on an idle pooled connection (an upstream or middlebox writing a response nobody
+    asked for) wait in aiohttp's buffer and would be read as the answer to the next request sent
+    on it, and every answer after that would be one request late: one client's completion handed
+    to another (issue 15). Such a connection is closed here instead of reused; aiohttp's own
+    ``should_close`` says it is not clean (unread bytes, an unfinished body, an error). Pooling
+    otherwise goes on as before: reuse saves a TCP and TLS handshake per stream."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[aiohttp.tracing.Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> aiohttp.connector.Connection:
+        while True:
+            conn = await super().connect(req, traces, timeout)
+            proto = conn.protocol
+            if proto is None or not proto.should_close:
+                return conn
+            # a fresh connection is always clean, so this ends once the pool has no dirty ones
+            get_logger().warning("upstream.out_of_step_connection_discarded")
+            conn.close()
+
+
+def check_forwardable(raw_path_qs: str, headers: CIMultiDict[str]) -> None:
+    """What must never be forwarded, checked where every upstream request passes (400s).
+
+    Dot segments: under a path-prefixed ``upstream_url`` a normalising gateway would resolve
+    ``/v1/../../admin`` (or ``%2e%2e``, or ``..%2f``) outside the prefix, with the client's key.
+    Header bytes that are not UTF-8: aiohttp's parser keeps them as surrogates, which do not
+    survive the upstream leg unchanged (``caf\\xe9`` arrived as ``caf``); refused, not altered."""
+    decoded = urllib.parse.unquote(raw_path_qs.split("?", 1)[0]).replace("\\", "/")
+    if any(seg in (".", "..") for seg in decoded.split("/")):
+        raise BadRequest("the request path must not contain . or .. segments")
+    for name, value in headers.items():
+        if not (name.isascii() and value.isascii()):
+            try:
+                name.encode()
+                value.encode()
+            except UnicodeEncodeError:
+                raise BadRequest(f"header {name[:64]!r} is not valid UTF-8") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     response: aiohttp.ClientResponse
@@ -97,7 +144,7 @@ class Upstream:
         ssl_ctx: ssl.SSLContext | bool = True
         if s.upstream.ca_bundle:
             ssl_ctx = ssl.create_default_context(cafile=s.upstream.ca_bundle)
-        connector = aiohttp.TCPConnector(
+        connector = InStepConnector(
             # aiohttp's default limit of 100 would silently queue stream 101 with no timeout
             limit=s.limits.upstream_connections,
             limit_per_host=0,
@@ -138,6 +185,7 @@ class Upstream:
     ) -> Opened:
         """Send the request; return once response headers arrived (or raise 502/504)."""
         assert self._session is not None, "Upstream.start() was not called"
+        check_forwardable(raw_path_qs, headers)
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(headers_timeout):
@@ -165,6 +213,11 @@ class Upstream:
             message = describe(exc, self.url(raw_path_qs))
             get_logger().warning("upstream.unreachable", error=message)
             raise UpstreamError(message) from None
+        if resp.status == 101:
+            # no route here speaks another protocol, and relayed, the 101 leaves the client
+            # waiting on a connection nothing will ever write to
+            resp.close()
+            raise UpstreamError("upstream switched protocols (101), which the proxy does not relay")
         return Opened(resp, time.perf_counter() - t0)
 
 

@@ -23,6 +23,7 @@ PY_MODERN = ROOT / ".venvs" / "anthropic-0.3" / "bin" / "python"
 PY_049 = ROOT / ".venvs" / "anthropic-0.49" / "bin" / "python"
 PY_CURRENT = ROOT / ".venvs" / "anthropic-current" / "bin" / "python"
 JS_DIR = HERE / "js"
+FES_DIR = HERE / "fetch_event_source"
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,12 @@ async def run_py_modern(base_url: str, stream: bool = True, timeout: float = 60.
 async def run_py_current(base_url: str, stream: bool = True, timeout: float = 60.0) -> ClientResult:
     """Today's official anthropic SDK, on /v1/messages (a live model: claude-sonnet-5-5)."""
     return await _run_py(PY_CURRENT, "py_current.py", base_url, stream, timeout)
+
+
+async def run_fetch_event_source(url: str, linger: float, timeout: float = 60.0) -> ClientResult:
+    """@microsoft/fetch-event-source 2.0.1 POSTs a legacy streaming request to ``url`` and, on
+    a failed stream, retries as its default onerror does for ``linger`` seconds; ``out`` has the
+    data of every message, the errors, each attempt's status and Last-Event-ID."""
+    _require(FES_DIR / "node_modules" / "@microsoft" / "fetch-event-source")
+    argv = ["node", "client.mjs", "--url", url, "--linger", str(linger)]
+    return await _run(argv, FES_DIR, timeout)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,12 @@ class ProxyProcess:
         return (await self.proc.stdout.read()).decode()
 
 
-async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
-    """The real process in front of ``upstream_url``. These tests' scripted upstream speaks Text
-    Completions, so /v1/complete stays there unless a test says otherwise."""
+async def start_proxy(
+    upstream_url: str, *, nofile: tuple[int, int] | None = None, **env: str
+) -> ProxyProcess:
+    """The real process, settings as LEGACY_PROXY_<KEY>=value; ``nofile``: its (soft, hard)
+    RLIMIT_NOFILE. These tests' scripted upstream speaks Text Completions, so /v1/complete stays
+    there unless a test says otherwise."""
     env.setdefault("complete_upstream", "complete")
     port, admin = free_port(), free_port()
     environ = {
@@ -76,9 +81,10 @@ async def start_proxy(upstream_url: str, **env: str) -> ProxyProcess:
         "LEGACY_PROXY_LOG_FORMAT": "json",
         **{f"LEGACY_PROXY_{k.upper()}": v for k, v in env.items()},
     }
+    limit = None if nofile is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE, nofile)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", cwd=ROOT, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, preexec_fn=limit,
     )  # fmt: skip
     p = ProxyProcess(proc, port, admin)
     async with aiohttp.ClientSession() as session:

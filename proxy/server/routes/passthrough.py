@@ -13,7 +13,7 @@ from proxy import legacy
 from proxy.errors import PayloadTooLarge, UpstreamError
 from proxy.server.bodies import LimitedBody
 from proxy.server.exchange import Exchange
-from proxy.server.relay import Deps, end_abnormally, upstream_response
+from proxy.server.relay import Deps, end_abnormally, upstream_response, write_eof
 from proxy.server.upstream import end_to_end
 
 
@@ -58,7 +58,7 @@ async def handle(
                 ex.outcome, ex.error = "stream_error", "drain_deadline"
                 end_abnormally(request)
                 return resp
-            await resp.write_eof()
+            await write_eof(resp)
             return resp
     except UpstreamError:
         if body is not None and body.too_large:  # aiohttp reports it as a broken connection
