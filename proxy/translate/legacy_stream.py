@@ -35,6 +35,7 @@ class LegacyStream(ClientStream):
     """Builds the legacy event bytes. ``room`` is set by the shell (spec rule 7, issue 14)."""
 
     __slots__ = ("_fields", "_id_line", "_middle", "_pending", "_text")
+    PING = PING
 
     def __init__(self, *, pings: bool = True, event_id: str | None = None) -> None:
         super().__init__(pings=pings)
@@ -127,13 +128,6 @@ class LegacyStream(ClientStream):
         self.room -= len(out)
         return out
 
-    def ping(self) -> bytes:
-        # Without room, a ping would only add to the backlog; the client is getting bytes anyway.
-        if self.finished or not self.pings or self.room <= 0:
-            return b""
-        self.out_counts["ping"] += 1
-        self.room -= len(PING)
-        return PING
 
     def finish(self) -> bytes:
         """The final snapshot (it carries stop_reason) and ``[DONE]``; never held back."""

@@ -60,6 +60,7 @@ class ModernStream(ClientStream):
     """Builds 2023-06-01 Text Completions event bytes from running text and fields."""
 
     __slots__ = ("_fields", "_head", "_pending", "_tail")
+    PING = PING
 
     def __init__(self, *, pings: bool = True) -> None:
         super().__init__(pings=pings)
@@ -129,12 +130,6 @@ class ModernStream(ClientStream):
         self.room -= len(out)
         return out
 
-    def ping(self) -> bytes:
-        if self.finished or not self.pings or self.room <= 0:
-            return b""
-        self.out_counts["ping"] += 1
-        self.room -= len(PING)
-        return PING
 
     def finish(self) -> bytes:
         """Text still pending, then the final event (``completion: ""``, the stop reason)."""

@@ -20,7 +20,7 @@ events it holds, where a boolean "behind" flag let one read of N events render N
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from proxy.errors import StreamErrorReason
 
@@ -70,8 +70,15 @@ class ClientStream(ABC):
     def append(self, delta: str) -> None:
         """Text to include in what is written next, without rendering anything now."""
 
-    @abstractmethod
-    def ping(self) -> bytes: ...
+    PING: ClassVar[bytes]  # the client format's ping event
+
+    def ping(self) -> bytes:
+        # Without room, a ping would only add to the backlog; the client is getting bytes anyway.
+        if self.finished or not self.pings or self.room <= 0:
+            return b""
+        self.out_counts["ping"] += 1
+        self.room -= len(self.PING)
+        return self.PING
 
     @abstractmethod
     def finish(self) -> bytes:
