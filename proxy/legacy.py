@@ -36,6 +36,19 @@ def classify(version: str | None, missing: MissingVersion = "legacy") -> Mode:
     return "modern"
 
 
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def is_modern_version(version: str | None) -> bool:
+    """A version the Messages route answers in the 2023-06-01 Text Completions format: a date
+    from 2023-06-01 on (spec section 9, decision 5). Anything else on /v1/complete passes
+    through, and the upstream judges it."""
+    if version is None:
+        return False
+    version = version.strip()
+    return _DATE.fullmatch(version) is not None and version >= UPSTREAM_VERSION
+
+
 @dataclass(frozen=True, slots=True)
 class ClientId:
     """A client's self-description, e.g. ``anthropic-python`` ``0.2.10``. Raw: not yet bounded

@@ -12,6 +12,7 @@ from proxy.legacy import (
     classify,
     client_id,
     error_body,
+    is_modern_version,
     legacy_completion_body,
     parse_request,
     wants_event_ids,
@@ -108,3 +109,17 @@ def test_error_body() -> None:
         "type": "error",
         "error": {"type": "api_error", "message": "x"},
     }
+
+
+@pytest.mark.parametrize(
+    ("version", "modern"),
+    [
+        ("2023-06-01", True), (" 2023-06-01 ", True), ("2024-10-22", True), ("2099-01-01", True),
+        ("2023-01-01", False), ("2023-05-31", False), ("banana", False), ("", False),
+        (None, False), ("2023-6-1", False), ("2023-06-01x", False),
+    ],
+)  # fmt: skip
+def test_which_versions_get_the_2023_06_01_completions_format(
+    version: str | None, modern: bool
+) -> None:
+    assert is_modern_version(version) is modern

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from proxy.convert import StreamConverter
 from proxy.errors import BadRequest
 from proxy.translate.messages import (
+    MAX_LEADING_WHITESPACE,
     map_stop,
     message_to_completion,
     prompt_to_messages,
@@ -151,3 +153,46 @@ def test_non_streaming_bodies_with_odd_values_never_raise() -> None:
     assert message_to_completion(b"[" * 3000 + b"]" * 3000, None) is None
 
 
+
+
+def _sse(name: str, obj: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode()
+
+
+def _delta(text: str) -> bytes:
+    return _sse(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+    )
+
+
+@pytest.mark.parametrize("client_format", ["legacy", "modern"])
+def test_the_model_asked_for_is_reported_even_before_message_start(client_format: str) -> None:
+    """An overloaded error as the very first event still names the model the client asked for."""
+    conv = StreamConverter(
+        "messages", client_format=client_format, legacy_model="claude-2.1"  # type: ignore[arg-type]
+    )
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    out = conv.feed(_delta("Hi") + _sse("error", error))
+    assert b'"model":"claude-2.1"' in out
+    assert conv.failed
+
+
+def test_whitespace_that_runs_on_before_an_emulated_prefill_is_not_held_for_ever() -> None:
+    """A degenerate answer of newlines: held text goes out once it passes the bound, so each
+    delta does not copy everything held so far (quadratic) and the client sees it."""
+    conv = StreamConverter("messages", strip_prefix="Sure")
+    out = b"".join(conv.feed(_delta("\n")) for _ in range(MAX_LEADING_WHITESPACE + 10))
+    assert out.count(b'"completion"') > 0  # released, not held to the end
+    final = conv.feed(_delta("Sure, hi")) + conv.close()
+    last = [e for e in final.split(b"\n\n") if e.startswith(b"data: {")][-1]
+    text = json.loads(last.removeprefix(b"data: "))["completion"]  # the final snapshot
+    assert text == "\n" * (MAX_LEADING_WHITESPACE + 10) + "Sure, hi"
+    assert conv.stats().translator["prefill_stripped"] == 0
+
+
+def test_a_little_whitespace_before_the_prefill_goes_with_it() -> None:
+    conv = StreamConverter("messages", strip_prefix="Sure")
+    out = conv.feed(_delta("\n\n") + _delta("Su") + _delta("re, hi")) + conv.close()
+    assert b'"completion":", hi"' in out
+    assert conv.stats().translator["prefill_stripped"] == 1

@@ -65,12 +65,19 @@ class Entry:
             if mode == "reject":
                 raise BadRequest("the anthropic-version header is required")
             is_legacy = mode == "legacy"
-            # Text Completions is converted for legacy clients, and for every client when it goes
-            # through Messages: no model is left on /v1/complete (spec section 6)
+            # Text Completions is converted for legacy clients, and for 2023-06-01 and later ones
+            # when it goes through Messages: no model is left on /v1/complete (spec section 6);
+            # any other version passes through, for the upstream to judge (section 9, 5)
             convert = (
                 ex.route == "complete"
                 and request.method == "POST"
-                and (is_legacy or deps.settings.complete.upstream == "messages")
+                and (
+                    is_legacy
+                    or (
+                        deps.settings.complete.upstream == "messages"
+                        and legacy.is_modern_version(request.headers.get("anthropic-version"))
+                    )
+                )
             )
             ex.mode = "convert" if convert else "passthrough"
             if is_legacy:

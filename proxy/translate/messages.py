@@ -365,6 +365,11 @@ def _index(event: dict[str, Any]) -> int:
     return index
 
 
+# How much whitespace may come before an emulated prefill in the answer and still be removed with
+# it; past it the answer is taken not to begin with the prefill (and held text goes out as is).
+MAX_LEADING_WHITESPACE: Final = 256
+
+
 class MessagesTranslator:
     """Messages stream events -> the client's bytes through a LegacyStream or a ModernStream.
 
@@ -389,6 +394,9 @@ class MessagesTranslator:
     ) -> None:
         self.out = out
         self._legacy_model = legacy_model
+        if legacy_model is not None:
+            # the name the client asked for, even on events before message_start (an error first)
+            out.set_fields(None, legacy_model, None, None)
         self._skip: set[int] = set()  # indexes of non-text content blocks
         # the prefix still to look for ("" once decided) and the answer's text held meanwhile
         self._prefix = strip_prefix
@@ -466,8 +474,10 @@ class MessagesTranslator:
             self._prefix = self._held = ""
             self.counts["prefill_stripped"] += 1
             return body[len(prefix) :]
-        if prefix.startswith(body):
-            self._held = held  # all whitespace so far, or a start of the prefix: wait
+        # all whitespace so far, or a start of the prefix: wait, unless the whitespace runs on
+        # (a degenerate answer of newlines would otherwise make every delta copy all it holds)
+        if prefix.startswith(body) and len(held) - len(body) <= MAX_LEADING_WHITESPACE:
+            self._held = held
             return ""
         self._prefix = self._held = ""
         return held

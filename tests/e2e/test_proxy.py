@@ -442,3 +442,21 @@ async def test_egress_proxy_from_the_environment_is_used(
     app = create_app(settings_for("http://upstream.invalid:9"), Metrics(), ServerState())
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         assert (await client.get("/v1/models", headers=MODERN)).status in (502, 504)
+
+
+async def test_an_unknown_version_on_complete_passes_through_for_the_upstream_to_judge(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """Under the Messages route only 2023-06-01 and later dates are converted (spec section 9,
+    decision 5): "banana" must not be answered as if it were a valid version."""
+    scripted, _ = upstream
+    scripted.script = Respond(400, b'{"type":"error","error":{"type":"invalid_request_error"}}')
+    client, _ = await make_proxy(complete_upstream="messages")
+    resp = await client.post(
+        "/v1/complete",
+        json={"model": "claude-2.1", "prompt": "\n\nHuman: hi\n\nAssistant:"},
+        headers={"anthropic-version": "banana", "x-api-key": "k"},
+    )
+    assert resp.status == 400
+    seen = scripted.seen[-1]
+    assert seen.path_qs == "/v1/complete" and seen.headers["anthropic-version"] == "banana"
