@@ -74,6 +74,8 @@ async def handle(
                         deps.recorder.fallback(ex, model)
                         continue  # nothing was generated, nothing billed (spec section 6)
                     raw = _all_retired(raw, asked, tried, settings.setting_for(asked))
+                # still a call for this old name: /migration must show it is being made
+                deps.recorder.attempt(ex, asked, attempt, client_format)
                 ex.outcome = "upstream_error"
                 return relay_raw(deps, up, ex, raw)
             deps.recorder.attempt(ex, asked, attempt, client_format)
