@@ -32,6 +32,12 @@ from proxy.server.state import ServerState
 _POLL_S = 1.0
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a write's or drain's outcome as seen (the stream's own handling reports it)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class SilentClient(Exception):
     """The client accepted no byte for ``timeouts.client_write``."""
 
@@ -107,6 +113,10 @@ class ClientWriter:
             if self._first_t is None:
                 self._first_t = arrived
             self._wake.set()
+        elif self._conv.has_pending:
+            # the converter began holding and handed over nothing: the writer must wait for the
+            # client (and time it) to deliver the held event, not sleep until the next bytes
+            self._wake.set()
 
     def finish(self) -> None:
         self._done = True
@@ -130,10 +140,15 @@ class ClientWriter:
                         if conv.room > 0:
                             data += conv.take_pending()
                     if not data:
-                        if conv.has_pending and not conv.finished:
-                            await self._writable()  # the client is behind: wait, then take it
+                        if not conv.has_pending or conv.finished:
+                            break
+                        # the client is behind: wait until it drains to the low-water mark, then
+                        # take the held event whatever the room (no busy loop at the boundary)
+                        await self._writable()
+                        conv.room = self.room()
+                        data = conv.take_pending()
+                        if not data:
                             continue
-                        break
                     # push() and the converter's finishing happen in one step of the reader, so
                     # once it is finished its last bytes are in ``data`` or were written before
                     ends_ok = conv.outcome == "ok"
@@ -169,38 +184,42 @@ class ClientWriter:
     async def _write(self, data: bytes) -> None:
         """``resp.write``, which waits while the client is behind, cut short when the client
         accepts nothing for ``timeouts.client_write``."""
-        before = self.buffered()
-        try:
-            async with asyncio.timeout(self._client_write):
-                await self._resp.write(data)
-            return
-        except TimeoutError:
-            pass
-        # the write waited the whole client_write: was any byte taken meanwhile? (the bytes were
-        # handed to the transport at once; only the wait for the client was cut short)
-        if self.buffered() >= before + len(data):
-            raise SilentClient
-        await self._writable()
+        # what the transport would hold if the client took no byte (chunk framing aside)
+        await self._progress(asyncio.ensure_future(self._resp.write(data)), len(data))
+        # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
+        # did not reach a client then, and the stream must not count as delivered (rule 8)
+        self._protocol_gone_check()
 
     async def _writable(self) -> None:
         """Wait until the client transport is below its low-water mark, as aiohttp's own writer
         does (StreamWriter.drain awaits the protocol's drain helper), as long as the client keeps
         taking bytes; raise SilentClient once it takes none for ``timeouts.client_write``."""
+        if self._protocol is not None and self._protocol.writing_paused:
+            await self._progress(asyncio.ensure_future(self._protocol._drain_helper()), 0)
+        self._protocol_gone_check()
+
+    async def _progress(self, fut: asyncio.Future[Any], adding: int) -> None:
+        """Await ``fut`` (a write or a drain) while the client takes bytes; SilentClient once it
+        takes none for ``timeouts.client_write``.
+
+        ``fut`` is never cancelled (issue 14, found by tests/faults/test_memory.py): cancelling
+        aiohttp's drain, as a timeout around it did, cancels the protocol's shared drain waiter,
+        which stays in place until the client drains, so every later wait on it raised
+        CancelledError at once and killed the writer task: a silent client was never cut. It
+        ends by itself when the client drains or the connection is lost (abort() included)."""
+        fut.add_done_callback(_retrieve)
         loop = asyncio.get_running_loop()
-        last, since = self.buffered(), loop.time()
-        while self._protocol is not None and self._protocol.writing_paused:
-            try:
-                async with asyncio.timeout(_POLL_S):
-                    await self._protocol._drain_helper()
+        last, since = self.buffered() + adding, loop.time()
+        while True:
+            done, _ = await asyncio.wait((fut,), timeout=_POLL_S)
+            if done:
+                fut.result()
                 return
-            except TimeoutError:
-                pass
             size = self.buffered()
             if size < last:
                 last, since = size, loop.time()
             elif loop.time() - since >= self._client_write:
                 raise SilentClient
-        self._protocol_gone_check()
 
     def _protocol_gone_check(self) -> None:
         if self._transport is None or self._transport.is_closing():
