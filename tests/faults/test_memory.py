@@ -442,3 +442,43 @@ async def test_a_flood_of_one_character_events_grows_memory_by_a_few_mb() -> Non
     default path."""
     chars = [chr(0x61 + i % 26) for i in range(100_000)]
     await one_stream_growth("messages", messages_events(chars), "".join(chars))
+
+
+async def short_request(p: ProxyProcess) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        headers = {**LEGACY, "x-sim-tokens": "40"}
+        body = {"model": "claude-2.0", "prompt": PROMPT, "stream": True, "max_tokens_to_sample": 50}
+        async with s.post(p.url + "/v1/complete", json=body, headers=headers) as r:
+            return r.status, await r.read()
+
+
+@pytest.mark.slow
+async def test_past_the_pending_budget_new_requests_get_529_until_silent_clients_are_cut() -> None:
+    budget = 1 << 20  # the smallest limits.max_pending_bytes accepted
+    env = {"timeouts_client_write": "3", "limits_max_pending_bytes": str(budget)}
+    async with proxy_in_front_of_simulator(**env) as (p, _sim_url, _log):
+        port = int(p.url.rsplit(":", 1)[1])
+        # each silent client ends up holding about the high-water mark (64 KiB): 30 of them
+        # hold about twice the budget
+        socks = [await raw_legacy_stream(port, TOKENS, pace=0.005) for _ in range(30)]
+        try:
+
+            async def over() -> bool:
+                return await metric(p, "legacy_proxy_pending_output_bytes") > budget
+
+            await until(over, "pending output past the budget", 30)
+            status, data = await short_request(p)
+            assert status == 529, (status, data[:300])
+            assert json.loads(data)["error"]["type"] == "overloaded_error"
+            assert await metric(p, "legacy_proxy_pending_budget_refused_total") == 1
+
+            async def all_cut() -> bool:
+                return await metric(p, "legacy_proxy_client_write_timeouts_total") == 30
+
+            await until(all_cut, "the silent clients cut", 40)
+            assert await metric(p, "legacy_proxy_pending_output_bytes") == 0
+            status, data = await short_request(p)
+            assert status == 200 and data.endswith(DONE), (status, data[-300:])
+        finally:
+            for sock in socks:
+                sock.close()
