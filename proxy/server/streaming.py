@@ -15,6 +15,9 @@ A client that accepts no byte for ``timeouts.client_write`` is cut (issue 14).
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 import time
 from typing import Any
 
@@ -209,17 +212,33 @@ class ClientWriter:
         ends by itself when the client drains or the connection is lost (abort() included)."""
         fut.add_done_callback(_retrieve)
         loop = asyncio.get_running_loop()
-        last, since = self.buffered() + adding, loop.time()
+        last, since = self.buffered() + self._unsent_in_kernel() + adding, loop.time()
         while True:
             done, _ = await asyncio.wait((fut,), timeout=_POLL_S)
             if done:
                 fut.result()
                 return
-            size = self.buffered()
+            size = self.buffered() + self._unsent_in_kernel()
             if size < last:
                 last, since = size, loop.time()
             elif loop.time() - since >= self._client_write:
                 raise SilentClient
+
+    def _unsent_in_kernel(self) -> int:
+        """Bytes in the socket's kernel send queue that the client has not acknowledged
+        (SIOCOUTQ; 0 where that cannot be read). The kernel buffers megabytes (tcp_wmem) and
+        wakes the writer only once a third of them is free, so a client reading a few KB/s
+        moves this queue long before it moves the transport's: without it such a reader was
+        cut as silent (tests/faults/test_memory.py)."""
+        t = self._transport
+        sock = None if t is None else t.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        return int(struct.unpack("i", raw)[0])
 
     def _protocol_gone_check(self) -> None:
         if self._transport is None or self._transport.is_closing():

@@ -482,3 +482,44 @@ async def test_past_the_pending_budget_new_requests_get_529_until_silent_clients
         finally:
             for sock in socks:
                 sock.close()
+
+
+async def read_steadily(sock: socket.socket, got: list[int], per_s: int) -> None:
+    """``per_s`` bytes a second in 10 pieces, straight from the socket."""
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await loop.sock_recv(sock, per_s // 10)
+        if not data:
+            return
+        got[0] += len(data)
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_slow_reader_whose_bytes_wait_in_the_kernel_is_not_taken_for_silent() -> None:
+    """Past the kernel's send buffer (megabytes, tcp_wmem), a reader taking 6 KB/s frees room in
+    it long before the kernel reports the socket writable again (a third of the buffer), so the
+    proxy's own buffer does not move for minutes: progress must be read from the kernel's queue.
+    Next to it a silent reader on the same kind of stream is cut."""
+    async with proxy_in_front_of_simulator(timeouts_client_write="3") as (p, sim_url, _log):
+        port = int(p.url.rsplit(":", 1)[1])
+        got = [0]
+        reader = await raw_legacy_stream(port, TOKENS, pace=0.005)
+        silent = await raw_legacy_stream(port, TOKENS, pace=0.005)
+        task = asyncio.create_task(read_steadily(reader, got, 6000))
+        try:
+
+            async def silent_cut() -> bool:
+                return await metric(p, "legacy_proxy_client_write_timeouts_total") >= 1
+
+            await until(silent_cut, "the silent reader cut", 40)
+            before = got[0]
+            await asyncio.sleep(8)  # well past client_write, with the kernel's buffer full
+            assert got[0] > before  # it is still being served
+            assert await metric(p, "legacy_proxy_client_write_timeouts_total") == 1
+            assert not task.done()
+            assert (await sim_stats(sim_url))["client_disconnects"] == 1
+        finally:
+            task.cancel()
+            reader.close()
+            silent.close()
