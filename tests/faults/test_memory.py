@@ -13,6 +13,10 @@ bound fails fast instead of taking the machine's memory (it grew by gigabytes in
 - burst: an upstream that sends a 300 KB event and then 3,000 tiny events in one write, to one
   client that reads (both upstream paths).
 - flood: 100,000 one-character events in one write.
+- the pending budget: past ``limits.max_pending_bytes`` new requests get 529, and are served
+  again once the silent clients holding it are cut.
+- a reader taking a few KB/s whose bytes wait in the kernel's send buffer is not taken for a
+  silent one.
 """
 
 from __future__ import annotations
