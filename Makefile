@@ -37,7 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/run.py
 
 bench-memory: $(VENV)/.installed
-	$(PY) bench/memory.py --streams 500 --write bench/RESULTS.md
+	$(PY) bench/memory.py --streams 500 --slow 200 --write bench/RESULTS.md
 
 bench-core: $(VENV)/.installed
 	$(PY) bench/converter.py --repeat 9 --write bench/RESULTS.md

@@ -4,6 +4,9 @@ ever waiting on a client that takes nothing (issue 14). SHELL."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +15,8 @@ from proxy.server.state import ServerState
 
 # How often a write stuck behind a slow client looks at whether the client still takes bytes.
 POLL_S = 1.0
+# what chunked framing adds to a write (hex length, two CR LFs), with room to spare
+_CHUNK_FRAMING = 32
 
 
 class SilentClient(Exception):
@@ -76,42 +81,74 @@ class ClientSink:
     async def write(self, data: bytes) -> None:
         """``resp.write``, which waits while the client is behind, cut short when the client
         accepts nothing for ``timeouts.client_write``."""
-        before = self.buffered()
-        try:
-            async with asyncio.timeout(self._client_write):
-                await self._resp.write(data)
-            return
-        except TimeoutError:
-            pass
-        # the write waited the whole client_write: was any byte taken meanwhile? (the bytes were
-        # handed to the transport at once; only the wait for the client was cut short)
-        if self.buffered() >= before + len(data):
-            raise SilentClient
-        await self.writable()
+        protocol = self._protocol
+        if (
+            protocol is not None
+            and not protocol.writing_paused
+            and self.buffered() + len(data) + _CHUNK_FRAMING <= self._high
+        ):
+            # cannot wait: the transport stays under its high-water mark, so it does not pause,
+            # and aiohttp's drain returns at once (the hot path: no task, no timer)
+            await self._resp.write(data)
+        else:
+            await self._progress(asyncio.ensure_future(self._resp.write(data)), len(data))
+        # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
+        # did not reach a client then, and the stream must not count as delivered (rule 8)
+        self._gone_check()
 
     async def writable(self) -> None:
-        """Wait until the client transport is below the high-water mark again, as long as the
-        client keeps taking bytes; raise SilentClient once it takes none for
-        ``timeouts.client_write``. While the transport is paused this waits on the protocol's
-        drain helper, as aiohttp's own writer does (StreamWriter.drain); every wait ends within
-        ``POLL_S`` to look at the client's progress, so no path here spins."""
+        """Wait until the client transport is below its low-water mark, as aiohttp's own writer
+        does (StreamWriter.drain awaits the protocol's drain helper), as long as the client keeps
+        taking bytes; raise SilentClient once it takes none for ``timeouts.client_write``."""
+        if self._protocol is not None and self._protocol.writing_paused:
+            await self._progress(asyncio.ensure_future(self._protocol._drain_helper()), 0)
+        self._gone_check()
+
+    async def _progress(self, fut: asyncio.Future[Any], adding: int) -> None:
+        """Await ``fut`` (a write or a drain) while the client takes bytes; SilentClient once it
+        takes none for ``timeouts.client_write``.
+
+        ``fut`` is never cancelled (tests/faults/test_memory.py): cancelling aiohttp's drain, as
+        a timeout around it would, cancels the protocol's shared drain waiter, which stays in
+        place until the client drains, so every later wait on it raised CancelledError at once
+        and killed the writer: a silent client was never cut. It ends by itself when the client
+        drains or the connection is lost (abort() included)."""
+        fut.add_done_callback(_retrieve)
         loop = asyncio.get_running_loop()
-        last, since = self.buffered(), loop.time()
+        last, since = self.buffered() + self._unsent_in_kernel() + adding, loop.time()
         while True:
-            if self._transport is None or self._transport.is_closing():
-                raise ConnectionError("the client went away")
-            size = self.buffered()
-            if size < self._high:
+            done, _ = await asyncio.wait((fut,), timeout=POLL_S)
+            if done:
+                fut.result()
                 return
+            size = self.buffered() + self._unsent_in_kernel()
             if size < last:
                 last, since = size, loop.time()
             elif loop.time() - since >= self._client_write:
                 raise SilentClient
-            try:
-                async with asyncio.timeout(POLL_S):
-                    if self._protocol is not None and self._protocol.writing_paused:
-                        await self._protocol._drain_helper()
-                    else:  # over the mark but not paused (yet): look again shortly
-                        await asyncio.sleep(POLL_S / 20)
-            except TimeoutError:
-                pass
+
+    def _unsent_in_kernel(self) -> int:
+        """Bytes in the socket's kernel send queue that the client has not acknowledged
+        (SIOCOUTQ; 0 where that cannot be read). The kernel buffers megabytes (tcp_wmem) and
+        wakes the writer only once a third of them is free, so a client reading a few KB/s
+        moves this queue long before it moves the transport's: without it such a reader was
+        cut as silent (tests/faults/test_memory.py)."""
+        t = self._transport
+        sock = None if t is None else t.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        return int(struct.unpack("i", raw)[0])
+
+    def _gone_check(self) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the client went away")
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a write's or drain's outcome as seen (the stream's own handling reports it)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -85,6 +85,10 @@ class ClientWriter:
             if self._first_t is None:
                 self._first_t = arrived
             self._wake.set()
+        elif self._conv.has_pending:
+            # the converter began holding and handed over nothing: the writer must wait for the
+            # client (and time it) to deliver the held event, not sleep until the next bytes
+            self._wake.set()
 
     def finish(self) -> None:
         self._done = True
@@ -108,10 +112,15 @@ class ClientWriter:
                         if conv.room > 0:
                             data += conv.take_pending()
                     if not data:
-                        if conv.has_pending and not conv.finished:
-                            await self.sink.writable()  # the client is behind: wait, then take it
+                        if not conv.has_pending or conv.finished:
+                            break
+                        # the client is behind: wait until it drains to the low-water mark, then
+                        # take the held event whatever the room (no busy loop at the boundary)
+                        await self.sink.writable()
+                        conv.room = self.sink.room(0)
+                        data = conv.take_pending()
+                        if not data:
                             continue
-                        break
                     # push() and the converter's finishing happen in one step of the reader, so
                     # once it is finished its last bytes are in ``data`` or were written before
                     ends_ok = conv.outcome == "ok"

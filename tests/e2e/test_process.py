@@ -181,7 +181,8 @@ async def test_at_the_drain_deadline_every_request_ends_and_the_process_exits_0(
     still waiting for upstream headers (503), a relayed modern stream (cut)."""
     up, url = upstream
     up.by_path = {
-        "/v1/complete": Stream([completion(" " + "x" * 4000) for _ in range(400)] + [FINAL]),
+        # a final snapshot (4.8 MB) larger than the kernel send buffer can take (tcp_wmem: 4 MiB)
+        "/v1/complete": Stream([completion(" " + "x" * 4000) for _ in range(1200)] + [FINAL]),
         "/v1/messages": Stream([FINAL], delay_headers=60.0),
         "/v1/relayed": Stream([b"event: x\ndata: {}\n\n", "stall"]),
     }
