@@ -177,6 +177,8 @@ def test_reliability_counts() -> None:
     assert figure(r"N further end-to-end cases") == collected(
         "tests/e2e/test_proxy.py", "tests/e2e/test_edges.py"
     )
+    assert figure(r"test_hygiene.py`: N cases") == collected("tests/faults/test_hygiene.py")
+    assert figure(r"test_memory.py`: N cases") == collected("tests/faults/test_memory.py")
     edge = source("tests/faults/test_faults.py")
     cases = re.search(r"    cases = \{\n(.*?)\n    \}  # fmt: skip", edge, re.S)
     assert cases
