@@ -13,7 +13,7 @@ subprocess and prints one JSON line; this script judges it against the text the 
 to send (proxy.simulator.expected_text), so it does not depend on which upstream route the proxy
 takes (/v1/complete or /v1/messages). Per client: a streamed and a non-streamed completion of 50
 tokens, a failing upstream (an overloaded_error after 5 events: the failure must reach the
-caller), and a ladder of long streamed completions up to 100,000 tokens, bisected where the
+caller), and a ladder of long streamed completions up to 60,000 tokens, bisected where the
 client breaks. The table goes to stdout and, with --write, into the README between
 <!-- compat:begin --> and <!-- compat:end -->.
 """
@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -48,15 +49,19 @@ JS = CLIENTS / "js"
 VENVS = ROOT / ".venvs"
 SHORT = 50  # tokens of the ordinary completions
 FAIL_AFTER = 5  # completion events before the failing upstream sends its error event
-LADDER = (2_000, 10_000, 20_000, 40_000, 100_000)  # long completions, tokens
+# long completions, tokens. Not beyond 60,000: one 100,000-token stream to a slow reader took the
+# proxy to 2-6 GB of memory on this shared machine (the run reports the proxies' peak), and 60,000
+# is already well past the one hard limit found (aiohttp 3.8's, about 23,000 here)
+LADDER = (2_000, 10_000, 20_000, 40_000, 60_000)
 BISECT_STEPS = 4
 SLOW_S = 10.0  # a long stream that takes longer than this is reported (curl: about 2 s)
 STOP_CLIMBING_S = 30.0  # a long stream this slow ends the ladder for its client
+LONG_TIMEOUT_S = 60.0  # a long stream with no result by then counts as failed
 ITER_LINES = (
     "cause: requests' `iter_lines()` reads 512 bytes at a time and re-joins the unfinished line "
-    "at each read, so each long event costs time quadratic in its length (by hand, 100,000 "
-    "tokens: 39 s against 1 s with `chunk_size=None`; the timings vary several-fold with the "
-    "machine's load)"
+    "at each read, so each long event costs time quadratic in its length (compare the "
+    "`iter_lines(chunk_size=None)` row; timings on this shared 2-core machine vary several-fold "
+    "from run to run)"
 )
 PING_EVERY = 5  # the real API pings now and then; the simulator does it every 5 events
 BEGIN, END = "<!-- compat:begin -->", "<!-- compat:end -->"
@@ -176,6 +181,8 @@ class Client:
     long_as: str = ""  # no long-stream ladder: the transport is that of this row's client
     notes: tuple[str, ...] = ()  # limits known from reading the library's code, not measured here
     slow_cause: str = ""  # why long streams are slow in this client, when they are
+    flaky_cause: str = ""  # why some of its repeated streamed runs come back wrong, when they do
+    unsurfaced_cause: str = ""  # why a failed stream looks like success to it, when it does
 
 
 def py(env: str, script: str, *extra: str) -> tuple[str, ...]:
@@ -221,6 +228,10 @@ def clients() -> list[Client]:
             VENVS / "compat-sseclient" / ".installed",
             pinned("sseclient", "sseclient-py", "requests"),
             nostream=False,
+            slow_cause="cause: sseclient-py builds each event from the response's 128-byte "
+            "pieces with `bytes +=`, so each long event costs time quadratic in its length, and "
+            "the timing depends on how many long snapshots arrive. What to do: shorter "
+            "completions, or a client that splits whole chunks (`httpx-sse`, curl)",
         ),
         Client(
             "`httpx-sse`",
@@ -303,6 +314,16 @@ def clients() -> list[Client]:
                 pinned("llama-index-0.6.20", "llama-index", "langchain", "anthropic", "aiohttp"),
                 base_url_note="base URL: `llm.client.api_url = ...` (LangChain 0.0.190)",
                 repeat=5 if mode == "sync" else 1,
+                flaky_cause="streamed text empty or cut, without an error, in some runs; cause: "
+                "`StreamingGeneratorCallbackHandler.get_response_gen()` checks its queue is empty, "
+                "then whether the request thread is done: when the thread queues the last tokens "
+                "and finishes between the two checks, the generator ends without them (a fast "
+                "stream does that). What to do: `predict()` (non-streamed column), or drain the "
+                "queue once more after the done flag in a handler of your own",
+                unsurfaced_cause="a failed stream ends the generator quietly; cause: the request "
+                "runs in a thread whose exception goes to `threading.excepthook` (stderr), and "
+                "`on_llm_error` only sets the handler's done flag. What to do: check the text's "
+                "length against what you expect, or use `predict()`, which raises",
                 long_as="" if mode == "sync" else "LangChain 0.0.190 `Anthropic`, async",
                 slow_cause=ITER_LINES + " inside anthropic 0.2.x. What to do: shorter completions",
             )
@@ -334,24 +355,29 @@ class Outcome:
     text_ok: bool
     error: str  # "ErrorClass: message" when the library raised
     seconds: float
+    cpu: float = 0.0  # the client process's own CPU time (user + system), seconds
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def run_client(c: Client, base_url: str, scenario: str, tokens: int) -> Outcome:
+def run_client(
+    c: Client, base_url: str, scenario: str, tokens: int, timeout: float | None = None
+) -> Outcome:
+    timeout = timeout or c.timeout
     argv = [*c.argv, "--base-url", base_url, "--scenario", scenario, "--max-tokens", str(tokens)]
-    argv += ["--timeout", str(c.timeout)]
-    started = time.monotonic()
+    argv += ["--timeout", str(timeout)]
+    started, cpu0 = time.monotonic(), children_cpu()
     try:
-        proc = subprocess.run(argv, cwd=CLIENTS, capture_output=True, timeout=c.timeout + 15)
+        proc = subprocess.run(argv, cwd=CLIENTS, capture_output=True, timeout=timeout + 15)
     except subprocess.TimeoutExpired:
-        return Outcome(False, False, "Timeout: the client process hung", c.timeout + 15)
+        return Outcome(False, False, "Timeout: the client process hung", timeout + 15)
     seconds = time.monotonic() - started
+    cpu = children_cpu() - cpu0
     lines = proc.stdout.decode(errors="replace").strip().splitlines()
     try:
         out = json.loads(lines[-1])
     except (IndexError, ValueError):
         err = proc.stderr.decode(errors="replace").strip().splitlines()
-        return Outcome(False, False, f"no result: {(err or ['?'])[-1][:200]}", seconds)
+        return Outcome(False, False, f"no result: {(err or ['?'])[-1][:200]}", seconds, cpu)
     text = out.get("text")
     want = expected_text(tokens)
     # LangChain's chat models strip the completion's leading space: same text
@@ -363,7 +389,14 @@ def run_client(c: Client, base_url: str, scenario: str, tokens: int) -> Outcome:
         error = f"wrong text, without an error: {size} of {len(want)} characters"
     else:
         error = ""
-    return Outcome(bool(out.get("ok")) and text_ok, text_ok, error, seconds, out)
+    return Outcome(bool(out.get("ok")) and text_ok, text_ok, error, seconds, cpu, out)
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this script's finished child processes (the clients; the
+    servers are still running, so they are not counted)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def event_bytes(tokens: int) -> int:
@@ -382,6 +415,8 @@ class LongResult:
     seconds: float = 0.0
     slowest: float = 0.0  # the longest passing run, seconds
     slowest_tokens: int = 0
+    slowest_cpu: float = 0.0  # the client's own CPU seconds in that run
+    failed_cpu: float = 0.0
 
 
 def refetch_after_cut(c: Client, failing: str, log: Any) -> str:
@@ -409,27 +444,29 @@ def probe_long(c: Client, base_url: str, log: Any) -> LongResult:
     res = LongResult()
     started = time.monotonic()
     for n in LADDER:
-        o = run_client(c, base_url, "stream", n)
+        o = run_client(c, base_url, "stream", n, LONG_TIMEOUT_S)
         log(f"    long {n:>7,} tokens: {'ok' if o.ok else o.error} ({o.seconds:.1f} s)")
         if o.ok:
             res.passed = n
             if o.seconds > res.slowest:
-                res.slowest, res.slowest_tokens = o.seconds, n
+                res.slowest, res.slowest_tokens, res.slowest_cpu = o.seconds, n, o.cpu
             if o.seconds > STOP_CLIMBING_S:
                 break  # slow enough to report; a longer one would only make the run longer
             continue
-        res.failed, res.error = n, o.error
+        res.failed, res.error, res.failed_cpu = n, o.error, o.cpu
         break
     if res.failed:
         lo, hi = res.passed, res.failed
         for _ in range(BISECT_STEPS):
             mid = (lo + hi) // 2
-            o = run_client(c, base_url, "stream", mid)
+            o = run_client(c, base_url, "stream", mid, LONG_TIMEOUT_S)
             log(f"    long {mid:>7,} tokens: {'ok' if o.ok else o.error} ({o.seconds:.1f} s)")
             if o.ok:
                 lo = mid
+                if o.seconds > res.slowest:
+                    res.slowest, res.slowest_tokens, res.slowest_cpu = o.seconds, mid, o.cpu
             else:
-                hi, res.error = mid, o.error
+                hi, res.error, res.failed_cpu = mid, o.error, o.cpu
         res.passed, res.failed = lo, hi
     res.seconds = time.monotonic() - started
     return res
@@ -480,6 +517,8 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
             if good == c.repeat
             else f"**no**: {good} of {c.repeat} runs whole, else `{short(bad, 60)}`"
         )
+        if good < c.repeat and c.flaky_cause:
+            row.limits.append(c.flaky_cause)
     elif first.ok:
         row.streamed = "yes"
     else:
@@ -507,12 +546,14 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
     log(f"  failing upstream: {o.error or 'returned normally'} ({o.seconds:.1f} s)")
     if not o.raw.get("ok") and o.error and not o.error.startswith(("Timeout", "no result")):
         row.failure = f"yes: `{short(o.error, 70)}`"
-    elif o.error:
+    elif not o.raw.get("ok"):
         row.failure = f"**no**: `{short(o.error, 70)}`"
     else:
         got = o.raw.get("text")
         size = len(got) if isinstance(got, str) else 0
-        row.failure = f"**no**: returned {size} chars as if complete"
+        row.failure = f"**no**: returned {size} characters as if complete"
+        if c.unsurfaced_cause:
+            row.limits.append(c.unsurfaced_cause)
     if c.key == "fetch-event-source":
         row.limits.append(refetch_after_cut(c, stack.failing, log))
     row.limits.extend(c.notes)
@@ -525,6 +566,8 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
             f"long streams: whole at {lr.passed:,} tokens (longest event "
             f"{event_bytes(lr.passed) / 1024:,.0f} KiB), fails at {lr.failed:,} "
             f"({event_bytes(lr.failed) / 1024:,.0f} KiB): `{short(lr.error, 60)}`"
+            + (f" ({lr.failed_cpu:.0f} s of the client's own CPU)" if "Timeout" in lr.error else "")
+            + (f"; {c.slow_cause}" if c.slow_cause and "Timeout" in lr.error else "")
         )
     else:
         kib = event_bytes(lr.passed) / 1024
@@ -535,7 +578,8 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
         )
     if lr.slowest > SLOW_S and (c.slow_cause or lr.slowest > STOP_CLIMBING_S):
         row.limits.append(
-            f"slow on long streams: {lr.slowest_tokens:,} tokens took {lr.slowest:.0f} s"
+            f"slow on long streams: {lr.slowest_tokens:,} tokens took {lr.slowest:.0f} s, "
+            f"{lr.slowest_cpu:.0f} s of it the client's own CPU"
             + (f"; {c.slow_cause}" if c.slow_cause else "")
         )
     return row
@@ -581,6 +625,8 @@ def render(rows: list[Row], meta: dict[str, str]) -> str:
         + ", ".join(f"{n:,}" for n in LADDER)
         + " tokens, bisected where a client breaks. Model name sent: `claude-2.1`.",
         "",
+        f"The proxies' peak memory (VmHWM) in this run: {meta['memory']}.",
+        "",
         "| client | versions | streamed | non-streamed | failure surfaced | setting needed "
         "| known client-side limits |",
         "|---|---|---|---|---|---|---|",
@@ -609,8 +655,19 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
+def largest_response_mb(log: Path) -> float:
+    """The most bytes the proxy sent in one response, from its request.done lines."""
+    most = 0
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            most = max(most, int(json.loads(line).get("bytes_out") or 0))
+    return most / 1e6
+
+
 @contextlib.contextmanager
-def running(logdir: Path, proxy_env: dict[str, str]) -> Iterator[dict[str, Stack]]:
+def running(
+    logdir: Path, proxy_env: dict[str, str], memory: dict[str, float]
+) -> Iterator[dict[str, Stack]]:
     procs = Processes(logdir, proxy_env)
     try:
         sim = procs.simulator("sim")
@@ -624,8 +681,7 @@ def running(logdir: Path, proxy_env: dict[str, str]) -> Iterator[dict[str, Stack
         }
         yield stacks
     finally:
-        for name, mb in procs.peak_rss_mb().items():
-            print(f"compat: {name} peak RSS {mb:,.0f} MB", flush=True)
+        memory.update(procs.peak_rss_mb())
         procs.stop()
 
 
@@ -643,7 +699,8 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="compat-"))
     print(f"compat: logs of the simulator and proxy processes in {logdir}", flush=True)
     rows = []
-    with running(logdir, proxy_env) as stacks:
+    memory: dict[str, float] = {}
+    with running(logdir, proxy_env, memory) as stacks:
         for c in chosen:
             print(f"{c.key}:", flush=True)
             rows.append(check_client(c, stacks, lambda s: print(s, flush=True)))
@@ -656,6 +713,11 @@ def main() -> int:
         "commit": git("rev-parse", "--short", "HEAD")
         + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else ""),
         "duration": f"{seconds / 60:.1f} min",
+        "memory": ", ".join(
+            f"`{name}` {mb:,.0f} MB (largest response "
+            f"{largest_response_mb(logdir / f'{name}.log'):,.0f} MB)"
+            for name, mb in memory.items()
+        ),
     }
     block = render(rows, meta)
     print(block)
