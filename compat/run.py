@@ -179,7 +179,6 @@ class Client:
     timeout: float = 120.0
     repeat: int = 1  # streamed runs of SHORT tokens, for a client whose result varies
     long_as: str = ""  # no long-stream ladder: the transport is that of this row's client
-    notes: tuple[str, ...] = ()  # limits known from reading the library's code, not measured here
     slow_cause: str = ""  # why long streams are slow in this client, when they are
     flaky_cause: str = ""  # why some of its repeated streamed runs come back wrong, when they do
     unsurfaced_cause: str = ""  # why a failed stream looks like success to it, when it does
@@ -314,14 +313,14 @@ def clients() -> list[Client]:
                 pinned("llama-index-0.6.20", "llama-index", "langchain", "anthropic", "aiohttp"),
                 base_url_note="base URL: `llm.client.api_url = ...` (LangChain 0.0.190)",
                 repeat=5 if mode == "sync" else 1,
-                flaky_cause="streamed text empty or cut, without an error, in some runs; cause: "
-                "`StreamingGeneratorCallbackHandler.get_response_gen()` checks its queue is empty, "
+                flaky_cause="`StreamingGeneratorCallbackHandler.get_response_gen()` checks its "
+                "queue is empty, "
                 "then whether the request thread is done: when the thread queues the last tokens "
                 "and finishes between the two checks, the generator ends without them (a fast "
                 "stream does that). What to do: `predict()` (non-streamed column), or drain the "
                 "queue once more after the done flag in a handler of your own",
-                unsurfaced_cause="a failed stream ends the generator quietly; cause: the request "
-                "runs in a thread whose exception goes to `threading.excepthook` (stderr), and "
+                unsurfaced_cause="`LLMPredictor.stream()` runs the request in a thread whose "
+                "exception goes to `threading.excepthook` (stderr), and "
                 "`on_llm_error` only sets the handler's done flag. What to do: check the text's "
                 "length against what you expect, or use `predict()`, which raises",
                 long_as="" if mode == "sync" else "LangChain 0.0.190 `Anthropic`, async",
@@ -419,7 +418,7 @@ class LongResult:
     failed_cpu: float = 0.0
 
 
-def refetch_after_cut(c: Client, failing: str, log: Any) -> str:
+def refetch_after_cut(c: Client, failing: str, log: Any) -> tuple[str, str]:
     """fetch-event-source without an `onerror` that throws (its README's example): how many
     times it POSTs the same request when the stream is cut."""
     linger = 3
@@ -429,14 +428,15 @@ def refetch_after_cut(c: Client, failing: str, log: Any) -> str:
     try:
         opens = int(json.loads(proc.stdout.decode().strip().splitlines()[-1])["opens"])
     except (IndexError, ValueError, KeyError):
-        return "with no `onerror`: could not measure (see the run's output)"
+        return ("with no `onerror`: could not measure (see the run's output)", "")
     log(f"  failing upstream, no onerror: {opens} POSTs in {linger} s")
     return (
-        f"with no `onerror` that throws (its README's example) a cut stream is POSTed again: "
-        f"{opens} POSTs in {linger} s, each a new completion upstream (cause: the library retries "
-        "every error after 1 s; the proxy refuses a retry only when it carries `Last-Event-ID`, "
-        "and it gives `id:` lines to the TypeScript SDK only). What to do: throw in `onerror`, "
-        "as the row above does"
+        f"with no `onerror` that throws (its README's example), a cut stream is POSTed again: "
+        f"{opens} POSTs in {linger} s, each a new completion upstream",
+        "`fetch-event-source` retries every error after 1 s unless `onerror` throws; the proxy "
+        "refuses a retry only when it carries `Last-Event-ID`, and gives `id:` lines to the "
+        "TypeScript SDK only. What to do: throw in `onerror` (this row's client does, and its "
+        "failure surfaces)",
     )
 
 
@@ -455,7 +455,9 @@ def probe_long(c: Client, base_url: str, log: Any) -> LongResult:
             continue
         res.failed, res.error, res.failed_cpu = n, o.error, o.cpu
         break
-    if res.failed:
+    # only a raised error marks a sharp limit; a timeout (a client too slow for the run) or a
+    # wrong text (a race) would only bisect noise
+    if res.failed and not res.error.startswith(("Timeout", "wrong text")):
         lo, hi = res.passed, res.failed
         for _ in range(BISECT_STEPS):
             mid = (lo + hi) // 2
@@ -479,7 +481,8 @@ class Row:
     nonstreamed: str = ""
     failure: str = ""
     setting: str = ""
-    limits: list[str] = field(default_factory=list)
+    # (what was measured, its cause and what a user can do); causes become numbered notes
+    limits: list[tuple[str, str]] = field(default_factory=list)
 
 
 def short(err: str, n: int = 90) -> str:
@@ -505,22 +508,20 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
     setting = "default"
     first = run_client(c, stacks["default"].ok, "stream", SHORT)
     log(f"  stream: {'ok' if first.ok else first.error} ({first.seconds:.1f} s)")
-    if first.ok and c.repeat > 1:
-        runs = [first] + [
-            run_client(c, stacks["default"].ok, "stream", SHORT) for _ in range(c.repeat - 1)
-        ]
-        good = sum(o.ok for o in runs)
-        bad = next((o.error for o in runs if not o.ok), "")
+    runs = [first] + [
+        run_client(c, stacks["default"].ok, "stream", SHORT) for _ in range(c.repeat - 1)
+    ]
+    good = sum(o.ok for o in runs)
+    bad = next((o.error for o in runs if not o.ok), "")
+    if c.repeat > 1:
         log(f"  stream x{c.repeat}: {good} whole" + (f", e.g. {bad}" if bad else ""))
-        row.streamed = (
-            f"yes ({good} of {c.repeat} runs)"
-            if good == c.repeat
-            else f"**no**: {good} of {c.repeat} runs whole, else `{short(bad, 60)}`"
-        )
-        if good < c.repeat and c.flaky_cause:
-            row.limits.append(c.flaky_cause)
-    elif first.ok:
-        row.streamed = "yes"
+    if good == c.repeat:
+        row.streamed = "yes" if c.repeat == 1 else f"yes ({good} of {c.repeat} runs)"
+    elif good or all(o.raw.get("ok") for o in runs):
+        # some runs whole, or the library returned normally with the wrong text: not a ping
+        row.streamed = f"**no**: {good} of {c.repeat} runs whole, else `{short(bad, 60)}`"
+        if c.flaky_cause:
+            row.limits.append(("streamed text empty or cut, without an error", c.flaky_cause))
     else:
         again = run_client(c, stacks["pings=drop"].ok, "stream", SHORT)
         log(f"  stream, pings = drop: {'ok' if again.ok else again.error}")
@@ -529,9 +530,7 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
             row.streamed = "yes, with `legacy.pings = drop`"
             row.setting = "`legacy.pings = drop`"
             row.limits.append(
-                f"on the defaults it fails at the first ping (`{short(first.error, 40)}`): it "
-                "reads `completion` from every `data:` line, and a ping's data is `{}`. "
-                "Set `legacy.pings = drop`, or skip events named `ping` in the client"
+                (f"on the defaults: `{short(first.error, 40)}` at the first ping", PING_CAUSE)
             )
         else:
             row.streamed = f"**no**: `{short(first.error)}`"
@@ -553,39 +552,55 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
         size = len(got) if isinstance(got, str) else 0
         row.failure = f"**no**: returned {size} characters as if complete"
         if c.unsurfaced_cause:
-            row.limits.append(c.unsurfaced_cause)
+            row.limits.append(("a failed stream looks complete", c.unsurfaced_cause))
     if c.key == "fetch-event-source":
         row.limits.append(refetch_after_cut(c, stack.failing, log))
-    row.limits.extend(c.notes)
     if c.long_as:
-        row.limits.append(f"long streams: the same transport as {c.long_as}")
+        row.limits.append((f"long streams: the same transport as {c.long_as}", ""))
         return row
     lr = probe_long(c, stack.ok, log)
-    if lr.failed:
+    kib = event_bytes(lr.passed) / 1024
+    slow = lr.slowest > SLOW_S
+    took = f"{lr.slowest_tokens:,} tokens took {lr.slowest:.0f} s"
+    took += f" ({lr.slowest_cpu:.0f} s client CPU)"
+    if lr.failed and "Timeout" in lr.error:
         row.limits.append(
-            f"long streams: whole at {lr.passed:,} tokens (longest event "
-            f"{event_bytes(lr.passed) / 1024:,.0f} KiB), fails at {lr.failed:,} "
-            f"({event_bytes(lr.failed) / 1024:,.0f} KiB): `{short(lr.error, 60)}`"
-            + (f" ({lr.failed_cpu:.0f} s of the client's own CPU)" if "Timeout" in lr.error else "")
-            + (f"; {c.slow_cause}" if c.slow_cause and "Timeout" in lr.error else "")
+            (
+                f"long streams: whole up to {lr.passed:,} tokens ({kib:,.0f} KiB event)"
+                + (f", {took}" if slow else "")
+                + f"; no result within {LONG_TIMEOUT_S:.0f} s at {lr.failed:,} "
+                f"({lr.failed_cpu:.0f} s client CPU)",
+                c.slow_cause,
+            )
+        )
+    elif lr.failed:
+        row.limits.append(
+            (
+                f"long streams: whole at {lr.passed:,} tokens ({kib:,.0f} KiB event), fails at "
+                f"{lr.failed:,} ({event_bytes(lr.failed) / 1024:,.0f} KiB): "
+                f"`{short(lr.error, 60)}`" + (f"; {took}" if slow else ""),
+                cause_of(lr.error) or (c.flaky_cause if "wrong text" in lr.error else ""),
+            )
         )
     else:
-        kib = event_bytes(lr.passed) / 1024
         row.limits.append(
-            f"long streams: whole up to {lr.passed:,} tokens (a {kib:,.0f} KiB event), "
-            f"the slowest in {lr.slowest:.1f} s"
-            + ("" if lr.passed == max(LADDER) else "; longer ones not tried, being this slow")
-        )
-    if lr.slowest > SLOW_S and (c.slow_cause or lr.slowest > STOP_CLIMBING_S):
-        row.limits.append(
-            f"slow on long streams: {lr.slowest_tokens:,} tokens took {lr.slowest:.0f} s, "
-            f"{lr.slowest_cpu:.0f} s of it the client's own CPU"
-            + (f"; {c.slow_cause}" if c.slow_cause else "")
+            (
+                f"long streams: whole up to {lr.passed:,} tokens ({kib:,.0f} KiB event)"
+                + (f", {took}" if slow else f", each within {lr.slowest:.0f} s")
+                + ("" if lr.passed == max(LADDER) else "; longer not tried, being this slow"),
+                c.slow_cause if slow else "",
+            )
         )
     return row
 
 
 # --- the table ---------------------------------------------------------------------------------
+
+PING_CAUSE = (
+    "The client reads `completion` from every `data:` line, and a legacy ping is `event: ping` "
+    "with `data: {}`. What to do: set `legacy.pings = drop` (measured: the row's streamed column), "
+    "or skip events named `ping` in the client"
+)
 
 # What a measured limit means and what to do about it, by the error it shows (filled in from
 # reading each library's code; the figures in the row are measured by this run).
@@ -606,11 +621,8 @@ CAUSES = (
 )
 
 
-def explain(limit: str) -> str:
-    for needle, text in CAUSES:
-        if needle in limit:
-            return f"{limit}; {text}"
-    return limit
+def cause_of(error: str) -> str:
+    return next((text for needle, text in CAUSES if needle in error), "")
 
 
 def render(rows: list[Row], meta: dict[str, str]) -> str:
@@ -631,13 +643,22 @@ def render(rows: list[Row], meta: dict[str, str]) -> str:
         "| known client-side limits |",
         "|---|---|---|---|---|---|---|",
     ]
+    notes: dict[str, int] = {}
     for r in rows:
         setting = "; ".join(s for s in (r.setting, r.client.base_url_note) if s) or "none"
-        limits = "; ".join(explain(x) for x in r.limits)
+        parts = []
+        for measured, cause in r.limits:
+            if cause:
+                measured += f" (note {notes.setdefault(cause, len(notes) + 1)})"
+            parts.append(measured)
         lines.append(
             f"| {r.client.name} | {r.client.versions} | {r.streamed} | {r.nonstreamed} "
-            f"| {r.failure} | {setting} | {limits} |"
+            f"| {r.failure} | {setting} | {'; '.join(parts) or 'none found'} |"
         )
+    if notes:
+        lines += ["", "Causes, and what a user can do:", ""]
+        for cause, n in notes.items():
+            lines.append(f"{n}. {cause.removeprefix('cause: ')}")
     lines += ["", END]
     return "\n".join(lines)
 
