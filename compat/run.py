@@ -211,7 +211,7 @@ def clients() -> list[Client]:
             py("requests", "requests_client.py"),
             VENVS / "compat-requests" / ".installed",
             pinned("requests", "requests", "urllib3"),
-            slow_cause=ITER_LINES + ". What to do: `iter_lines(chunk_size=None)` (next row)",
+            slow_cause=ITER_LINES + ". What to do: `iter_lines(chunk_size=None)` (its own row)",
         ),
         Client(
             "`requests` + `iter_lines(chunk_size=None)`",
@@ -635,7 +635,7 @@ def render(rows: list[Row], meta: dict[str, str]) -> str:
         f"`--fault error-after:{FAIL_AFTER}`. Streamed and non-streamed: {SHORT} tokens, the "
         "whole text checked; long streams: "
         + ", ".join(f"{n:,}" for n in LADDER)
-        + " tokens, bisected where a client breaks. Model name sent: `claude-2.1`.",
+        + " tokens, bisected where a client raises. Model name sent: `claude-2.1`.",
         "",
         f"The proxies' peak memory (VmHWM) in this run: {meta['memory']}.",
         "",
