@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/proxy.toml
 
-.PHONY: run demo simulator test test-quick lint typecheck unit clients bench bench-core bench-memory clean venv
+.PHONY: run demo simulator test test-quick lint typecheck unit clients bench bench-core \
+	bench-memory clean venv compat compat-clients
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +17,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 include tests/clients/Makefile.inc
+include compat/Makefile.inc
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check proxy tests bench
+	$(VENV)/bin/ruff check proxy tests bench compat
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
