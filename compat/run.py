@@ -162,6 +162,7 @@ class Stack:
 
     ok: str  # in front of the healthy simulator
     failing: str  # in front of the simulator that sends an error event after FAIL_AFTER events
+    failing_sim: str  # that simulator itself: how many requests reached the upstream
 
 
 # --- clients -----------------------------------------------------------------------------------
@@ -418,25 +419,44 @@ class LongResult:
     failed_cpu: float = 0.0
 
 
-def refetch_after_cut(c: Client, failing: str, log: Any) -> tuple[str, str]:
+def upstream_requests(sim: str) -> int:
+    """Requests the simulator has answered so far (its /_sim/stats)."""
+    with urllib.request.urlopen(sim + "/_sim/stats", timeout=10) as resp:
+        return int(json.load(resp)["requests"])
+
+
+def refetch_after_cut(c: Client, stack: Stack, log: Any) -> tuple[str, str]:
     """fetch-event-source without an `onerror` that throws (its README's example): how many
-    times it POSTs the same request when the stream is cut."""
+    times it POSTs the same request when the stream is cut, and how many of those reach the
+    upstream (each one that does is a new, paid completion)."""
     linger = 3
-    argv = [*c.argv, "--base-url", failing, "--scenario", "stream", "--max-tokens", str(SHORT)]
-    argv += ["--variant", "default-onerror", "--linger", str(linger)]
+    argv = [*c.argv, "--base-url", stack.failing, "--scenario", "stream"]
+    argv += ["--max-tokens", str(SHORT), "--variant", "default-onerror", "--linger", str(linger)]
+    before = upstream_requests(stack.failing_sim)
     proc = subprocess.run(argv, cwd=CLIENTS, capture_output=True, timeout=60)
+    paid = upstream_requests(stack.failing_sim) - before
     try:
         opens = int(json.loads(proc.stdout.decode().strip().splitlines()[-1])["opens"])
     except (IndexError, ValueError, KeyError):
         return ("with no `onerror`: could not measure (see the run's output)", "")
-    log(f"  failing upstream, no onerror: {opens} POSTs in {linger} s")
+    log(f"  failing upstream, no onerror: {opens} POSTs in {linger} s, {paid} reached it")
+    if paid <= 1:
+        return (
+            f"with no `onerror` that throws (its README's example), a cut stream is POSTed again "
+            f"every second ({opens} POSTs in {linger} s), but only the first reached the "
+            "upstream: every retry was refused by the proxy",
+            "`fetch-event-source` retries every error after 1 s unless `onerror` throws. It "
+            "sends `Accept: text/event-stream`, so the proxy gives its first event an `id:` "
+            "line; the retry carries `Last-Event-ID` and is answered 400 without being "
+            "forwarded (docs/wire-format.md, rule 5). What to do: throw in `onerror`, or the "
+            "client keeps retrying (for free, but for ever)",
+        )
     return (
         f"with no `onerror` that throws (its README's example), a cut stream is POSTed again: "
-        f"{opens} POSTs in {linger} s, each a new completion upstream",
-        "`fetch-event-source` retries every error after 1 s unless `onerror` throws; the proxy "
-        "refuses a retry only when it carries `Last-Event-ID`, and gives `id:` lines to the "
-        "TypeScript SDK only. What to do: throw in `onerror` (this row's client does, and its "
-        "failure surfaces)",
+        f"{opens} POSTs in {linger} s, {paid} of them new completions upstream",
+        "`fetch-event-source` retries every error after 1 s unless `onerror` throws, and these "
+        "retries carried no `Last-Event-ID` the proxy could refuse. What to do: throw in "
+        "`onerror` (this row's client does, and its failure surfaces)",
     )
 
 
@@ -554,7 +574,7 @@ def check_client(c: Client, stacks: dict[str, Stack], log: Any) -> Row:
         if c.unsurfaced_cause:
             row.limits.append(("a failed stream looks complete", c.unsurfaced_cause))
     if c.key == "fetch-event-source":
-        row.limits.append(refetch_after_cut(c, stack.failing, log))
+        row.limits.append(refetch_after_cut(c, stack, log))
     if c.long_as:
         row.limits.append((f"long streams: the same transport as {c.long_as}", ""))
         return row
@@ -694,10 +714,13 @@ def running(
         sim = procs.simulator("sim")
         sim_fail = procs.simulator("sim-fail", f"error-after:{FAIL_AFTER}")
         stacks = {
-            "default": Stack(procs.proxy("proxy", sim), procs.proxy("proxy-fail", sim_fail)),
+            "default": Stack(
+                procs.proxy("proxy", sim), procs.proxy("proxy-fail", sim_fail), sim_fail
+            ),
             "pings=drop": Stack(
                 procs.proxy("proxy-pings-drop", sim, legacy_pings="drop"),
                 procs.proxy("proxy-pings-drop-fail", sim_fail, legacy_pings="drop"),
+                sim_fail,
             ),
         }
         yield stacks
