@@ -20,6 +20,7 @@ from proxy.errors import ConfigError, ListenError
 from proxy.logs import get_logger
 from proxy.metrics import Metrics
 from proxy.server.connections import (
+    ADMIN_MAX_BUSY_S,
     ADMIN_MAX_CONNECTIONS,
     Listener,
     accept_error_handler,
@@ -122,7 +123,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # what is still running once the drain above is over is stuck: do not wait on it long
         shutdown_timeout=1.0,
     )
-    admin_runner = web.AppRunner(create_admin_app(metrics, state), access_log=None)
+    # shutdown_timeout: aiohttp's 60 s, spent twice, on an admin connection that does not read
+    # its answer, would outlast the pod's grace period
+    admin_runner = web.AppRunner(
+        create_admin_app(metrics, state), access_log=None, shutdown_timeout=1.0
+    )
     try:
         await runner.setup()  # opens the upstream session, reading upstream.ca_bundle
     except ssl.SSLError as exc:
@@ -274,6 +279,13 @@ def _listeners(settings: Settings, metrics: Metrics) -> tuple[Listener, Listener
     c = metrics.connections
     traffic = Listener("traffic", head_timeout=head, max_connections=cap, metrics=c, nofile=nofile)
     admin = Listener(
-        "admin", head_timeout=head, max_connections=ADMIN_MAX_CONNECTIONS, metrics=c, nofile=nofile
+        "admin",
+        head_timeout=head,
+        max_connections=ADMIN_MAX_CONNECTIONS,
+        metrics=c,
+        nofile=nofile,
+        # probes and scrapes are answered in milliseconds: a connection still "busy" after this
+        # is one whose answer is not being read, and may be closed to make room for the kubelet
+        max_busy_s=ADMIN_MAX_BUSY_S,
     )
     return traffic, admin

@@ -56,6 +56,8 @@ from proxy.metrics import ConnectionMetrics
 # Descriptors kept aside from client connections: the listeners, the admin listener's own cap,
 # log and event-loop descriptors, DNS and TLS files.
 ADMIN_MAX_CONNECTIONS: Final = 64
+# an admin connection busy this long has an answer nobody reads: the cap may close it
+ADMIN_MAX_BUSY_S: Final = 5.0
 RESERVED_FDS: Final = 64 + ADMIN_MAX_CONNECTIONS
 # Assumed when the descriptor limit cannot be read (not on a POSIX system).
 DEFAULT_CAP: Final = 4096
@@ -110,8 +112,12 @@ class Listener:
         max_connections: int,
         metrics: ConnectionMetrics | None = None,
         nofile: int = 0,
+        max_busy_s: float | None = None,
     ) -> None:
         self.name = name
+        # a connection busy longer than this may be closed by the cap all the same (the admin
+        # port: its answers take milliseconds, so one that is not read is not a real client)
+        self.max_busy_s = max_busy_s
         self.head_timeout = head_timeout
         self.max_connections = max_connections
         self.nofile = nofile
@@ -152,9 +158,10 @@ class Listener:
 
     def _oldest_without_head(self) -> GuardedConnection | None:
         # each busy connection is looked at once and moved to the end: amortised O(1)
+        stuck = self.max_busy_s
         for _ in range(len(self._open)):
             conn = next(iter(self._open))
-            if not conn.busy():
+            if not conn.busy() or (stuck is not None and conn.busy_for() > stuck):
                 return conn
             self._open.move_to_end(conn)
         return None
@@ -271,6 +278,10 @@ class GuardedConnection(asyncio.Protocol):
         if self._payload is not None and not self._payload.is_eof():
             return True  # its body is still arriving
         return time.monotonic() - self._head_at < 1.0
+
+    def busy_for(self) -> float:
+        """Seconds since this connection's latest request head was complete."""
+        return time.monotonic() - self._head_at if self._head_at else 0.0
 
     def shed(self) -> None:
         """Closed by the cap, to make room for a new connection."""

@@ -505,3 +505,32 @@ async def test_a_client_that_leaves_with_the_final_event_leaves_no_traceback(
     done = [json.loads(x) for x in log.splitlines() if '"request.done"' in x]
     converted = [d["outcome"] for d in done if d["mode"] == "convert"]
     assert converted == ["ok"] * 101  # rule 8: the final event reached them
+
+
+async def test_admin_connections_that_never_read_cannot_take_the_probes_down(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    """The second attack's H1: 64 admin connections (the admin cap) each pipelining 200
+    /metrics requests and reading nothing stay "busy" for ever, and /healthz was refused until
+    they left. Past ADMIN_MAX_BUSY_S the cap may close them, so the kubelet's probe gets in."""
+    from proxy.server.connections import ADMIN_MAX_BUSY_S, ADMIN_MAX_CONNECTIONS
+
+    _, url = scripted
+    p = await start_proxy(url)
+    admin_port = int(p.admin.rsplit(":", 1)[1])
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(ADMIN_MAX_CONNECTIONS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", admin_port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+            socks.append(sock)
+        await asyncio.sleep(ADMIN_MAX_BUSY_S + 1.0)
+        probe = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=probe) as s, s.get(p.admin + "/healthz") as r:
+            assert r.status == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        assert await stop(p) == 0
