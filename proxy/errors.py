@@ -4,7 +4,8 @@
     ├── ConfigError                 (start-up only)       bad configuration: names the key
     ├── ListenError                 (start-up only)       a listener could not be opened
     ├── BadRequest                  400 invalid_request_error
-    │   └── PayloadTooLarge         413 request_too_large
+    │   ├── PayloadTooLarge         413 request_too_large
+    │   └── RequestTimeout          408 invalid_request_error  body not sent in time
     ├── Overloaded                  529 overloaded_error  concurrent stream cap reached
     ├── ShuttingDown                503 api_error         arrived while draining for shutdown
     ├── UpstreamError               502 api_error         upstream unreachable or not SSE
@@ -78,6 +79,12 @@ class BadRequest(ProxyError):
 class PayloadTooLarge(BadRequest):
     status = 413
     error_type = "request_too_large"
+
+
+class RequestTimeout(BadRequest):
+    """The request body did not arrive within ``timeouts.request_body``."""
+
+    status = 408
 
 
 class Overloaded(ProxyError):

@@ -54,6 +54,8 @@ class Timeouts:
     client_write: float = 120.0
     # a complete request head, from its first byte (issue 15)
     request_head: float = 30.0
+    # the whole request body, from the end of its head
+    request_body: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ _RULES: Final[dict[str, tuple[Any, str]]] = {
     "messages.balanced": (bool, "must list at least one model"),
     "messages.thinking_allowance": (lambda v: 0 <= v <= 1_000_000, "must be 0-1000000"),
     "timeouts.request_head": (lambda v: v > 0, _POSITIVE),
+    "timeouts.request_body": (lambda v: v > 0, _POSITIVE),
     "limits.max_connections": (lambda v: v >= 0, "must be >= 0 (0: from the descriptor limit)"),
 }
 

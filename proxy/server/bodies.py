@@ -4,6 +4,7 @@ upstream compressed it although the proxy asked for identity). SHELL."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
@@ -11,15 +12,28 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from proxy.errors import BadRequest, PayloadTooLarge, UpstreamError
+from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout, UpstreamError
 
 READ_CHUNK: Final = 1 << 16
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+def body_timeout(seconds: float) -> RequestTimeout:
+    return RequestTimeout(f"request body not received within {seconds:g} s")
+
+
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """A converted route's request body, inflated if the client compressed it (the traffic app
     reads bodies as they came, ``auto_decompress=False``, so pass-through relays them exactly).
-    ``limit`` applies to the inflated size."""
+    ``limit`` applies to the inflated size; the whole body must arrive ``within`` seconds (a
+    client that stalls mid-body would hold its slot and its bytes for ever)."""
+    try:
+        async with asyncio.timeout(within):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise body_timeout(within) from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     codings = request_codings(request.headers.get("content-encoding"))
     # a compressed body may be a little larger than what it inflates to (stored deflate blocks
     # of incompressible data): the wire allows for that, the inflated size is held to ``limit``
@@ -77,24 +91,35 @@ def inflate_request(data: bytes, coding: str, limit: int) -> bytes:
 
 
 class LimitedBody:
-    """A request body streamed upstream, cut at ``limit`` bytes. ``too_large`` tells the route
-    why the upstream request failed: aiohttp reports an error raised here as a broken
-    connection."""
+    """A request body streamed upstream, cut at ``limit`` bytes and at ``timeout`` seconds for
+    all of it. ``failure`` tells the route why the upstream request failed: aiohttp reports an
+    error raised here as a broken connection."""
 
-    __slots__ = ("_limit", "_request", "too_large")
+    __slots__ = ("_limit", "_request", "_timeout", "failure")
 
-    def __init__(self, request: web.Request, limit: int) -> None:
+    def __init__(self, request: web.Request, limit: int, timeout: float) -> None:
         self._request = request
         self._limit = limit
-        self.too_large = False
+        self._timeout = timeout
+        self.failure: BadRequest | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        chunks = self._request.content.iter_chunked(READ_CHUNK).__aiter__()
         size = 0
-        async for chunk in self._request.content.iter_chunked(READ_CHUNK):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), deadline - loop.time())
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self.failure = body_timeout(self._timeout)
+                raise self.failure from None
             size += len(chunk)
             if size > self._limit:
-                self.too_large = True
-                raise PayloadTooLarge(f"request body is larger than {self._limit} bytes")
+                self.failure = PayloadTooLarge(f"request body is larger than {self._limit} bytes")
+                raise self.failure
             yield chunk
 
 

@@ -16,6 +16,7 @@ from proxy.errors import (
     Overloaded,
     PayloadTooLarge,
     ProxyError,
+    RequestTimeout,
     ShuttingDown,
     UpstreamError,
     UpstreamTimeout,
@@ -28,6 +29,7 @@ from proxy.server.routes import complete, messages, passthrough
 _OUTCOME_OF: Final[dict[type[ProxyError], str]] = {
     BadRequest: "bad_request",
     PayloadTooLarge: "bad_request",
+    RequestTimeout: "bad_request",
     Overloaded: "overloaded",
     ShuttingDown: "overloaded",
     UpstreamError: "upstream_error",
@@ -119,8 +121,10 @@ class Entry:
                     "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
                 )
             response = error_response(exc)
-            if isinstance(exc, ShuttingDown):
-                response.force_close()  # a kept-alive client must reconnect, to another replica
+            if isinstance(exc, ShuttingDown | RequestTimeout):
+                # shutting down: a kept-alive client must reconnect, to another replica; a body
+                # that never came: the connection is out of step, and holds nothing worth keeping
+                response.force_close()
         except asyncio.CancelledError:
             if not ex.settled:
                 ex.outcome = "client_gone"
@@ -144,7 +148,9 @@ class Entry:
             # be resumed, and forwarding would pay for a second one (spec section 1, rule 5)
             deps.metrics.resume_refused.inc()
             raise BadRequest("streams cannot be resumed; send a new request")
-        body = await read_body(request, deps.settings.limits.max_body_bytes)
+        body = await read_body(
+            request, deps.settings.limits.max_body_bytes, deps.settings.timeouts.request_body
+        )
         fields = legacy.parse_request(body)
         call = CompleteCall(body, fields, fields.get("stream") is True)
         ex.stream = call.stream

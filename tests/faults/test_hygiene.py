@@ -534,3 +534,39 @@ async def test_admin_connections_that_never_read_cannot_take_the_probes_down(
         for sock in socks:
             sock.close()
         assert await stop(p) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/v1/complete", LEGACY), ("/v1/messages", MODERN)],
+    ids=["converted", "passthrough"],
+)
+async def test_a_body_that_stalls_is_answered_408_and_frees_its_slot(
+    scripted: tuple[ScriptedUpstream, str], path: str, headers: dict[str, str]
+) -> None:
+    """The second attack's H2: a complete head, then half the body and silence, held a
+    request slot (and the bytes so far) for ever: 20 of them made every request a 529. Now the
+    body must arrive within timeouts.request_body; the slot is free again after it."""
+    up, url = scripted
+    up.script = Stream([completion(" ok"), FINAL])
+    p = await start_proxy(url, timeouts_request_body="1", limits_max_streams="5")
+    conns: list[Conn] = []
+    try:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}Content-Type: application/json\r\n"
+                f"Content-Length: 1000\r\n\r\n{{\"model\": ".encode()
+            )  # fmt: skip
+            conns.append((reader, writer))
+        statuses = []
+        for reader, _ in conns:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            statuses.append(int(line.split()[1]))
+        assert statuses == [408] * 5
+        assert await stream_ok(p)  # the slots are free again
+    finally:
+        for _, w in conns:
+            w.close()
+        assert await stop(p) == 0

@@ -26,7 +26,11 @@ async def handle(
     headers = end_to_end(request.headers, lower=True)
     if is_legacy:
         headers["anthropic-version"] = legacy.UPSTREAM_VERSION
-    body = LimitedBody(request, limit) if request.body_exists else None
+    body = (
+        LimitedBody(request, limit, deps.settings.timeouts.request_body)
+        if request.body_exists
+        else None
+    )
     t = deps.settings.timeouts
     try:
         async with upstream_response(
@@ -61,8 +65,8 @@ async def handle(
             await write_eof(resp)
             return resp
     except UpstreamError:
-        if body is not None and body.too_large:  # aiohttp reports it as a broken connection
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
+        if body is not None and body.failure is not None:  # aiohttp reports a broken connection
+            raise body.failure from None
         raise
 
 
