@@ -570,3 +570,30 @@ async def test_a_body_that_stalls_is_answered_408_and_frees_its_slot(
         for _, w in conns:
             w.close()
         assert await stop(p) == 0
+
+
+async def test_a_passthrough_client_that_reads_nothing_is_cut_and_its_upstream_closed(
+    scripted: tuple[ScriptedUpstream, str],
+) -> None:
+    """The second attack's M3: a relayed (2023-06-01) stream to a client that never reads held
+    its upstream generation, slot and connection for as long as the upstream streamed; now it is
+    cut after timeouts.client_write like a converted one."""
+    up, url = scripted
+    event = b"event: content_block_delta\ndata: " + b"x" * 60_000 + b"\n\n"
+    up.script = Stream([event] * 400 + ["stall"])
+    p = await start_proxy(url, timeouts_client_write="2")
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port_of(p)))
+        body = json.dumps({"model": "claude-sonnet-5-5", "stream": True}).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in MODERN.items())
+        sock.sendall(
+            f"POST /v1/messages HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+            .encode() + body
+        )  # fmt: skip
+        await asyncio.wait_for(up.disconnected.wait(), 30)  # the upstream request was closed
+        assert await metric(p, "legacy_proxy_client_write_timeouts_total") == 1
+    finally:
+        sock.close()
+        assert await stop(p) == 0

@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy import legacy
 from proxy.errors import PayloadTooLarge, UpstreamError
 from proxy.server.bodies import LimitedBody
+from proxy.server.client import ClientSink, SilentClient
 from proxy.server.exchange import Exchange
 from proxy.server.relay import Deps, end_abnormally, upstream_response, write_eof
 from proxy.server.upstream import end_to_end
@@ -50,8 +51,26 @@ async def handle(
                 resp.headers.add(k, v)
             await resp.prepare(request)
             ex.status = resp.status
+            sink = ClientSink(
+                request,
+                resp,
+                deps.state,
+                high_water=deps.settings.limits.write_high_water_bytes,
+                client_write=t.client_write,
+            )
             try:
-                await _relay(up, resp, ex, t.idle)
+                await _relay(up, sink, ex, t.idle)
+            except SilentClient:
+                # a client that takes nothing would hold the upstream's generation, its slot and
+                # its connection for as long as the upstream streams (issue 14)
+                ex.outcome, ex.error = "client_gone", "client_write_timeout"
+                deps.metrics.client_write_timeouts.inc()
+                sink.abort()
+                return resp
+            except ConnectionError:  # the client left (its write failed, or the sink saw it)
+                ex.outcome = "client_gone"
+                end_abnormally(request)
+                return resp
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
                 ex.outcome, ex.error = "stream_error", "upstream_closed"
                 end_abnormally(request)  # a cut body must not look complete downstream
@@ -70,16 +89,15 @@ async def handle(
         raise
 
 
-async def _relay(
-    up: aiohttp.ClientResponse, resp: web.StreamResponse, ex: Exchange, idle: float
-) -> None:
+async def _relay(up: aiohttp.ClientResponse, sink: ClientSink, ex: Exchange, idle: float) -> None:
     """Relay the body as received. Silence from the upstream past ``idle`` is a failure; time
-    spent waiting for a slow client is not counted as the upstream's silence."""
+    spent waiting for a slow client is not counted as the upstream's silence, and a client that
+    takes no byte for ``timeouts.client_write`` is cut (SilentClient)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(loop.time() + idle) as silence:
         async for chunk in up.content.iter_any():
             silence.reschedule(None)
             ex.bytes_in += len(chunk)
-            await resp.write(chunk)
+            await sink.write(chunk)
             ex.bytes_out += len(chunk)
             silence.reschedule(loop.time() + idle)
