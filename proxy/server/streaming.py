@@ -19,7 +19,7 @@ from proxy.convert import StreamConverter
 from proxy.errors import UpstreamError
 from proxy.server.bodies import Inflater
 from proxy.server.exchange import Exchange
-from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, finish_for_reuse
+from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally
 
 
 class ClientWriter:
@@ -146,7 +146,9 @@ async def stream_converted(
             end_abnormally(request)
         else:
             await resp.write_eof()
-            await finish_for_reuse(up)
+            # the upstream's last bytes (Messages' message_stop, the chunked terminator) are
+            # read after the handler returned: the client's next request must not wait for them
+            ex.upstream_tail = True
         return resp
     finally:
         if not writer_task.done():

@@ -11,6 +11,7 @@ its headers only when generation ends, and a pass-through request may be either 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import urllib.request
@@ -76,6 +77,61 @@ def egress_proxy(base_url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+# After a stream's final event, what may still come before the body ends (Messages' message_stop,
+# the chunked terminator) and how long to wait for it: beyond either, closing the connection is
+# cheaper than reading on.
+TAIL_BYTES: Final = 1 << 16
+TAIL_SECONDS: Final = 1.0
+
+
+class Tails:
+    """Upstream responses whose client response is already complete, read to their end in the
+    background so their connections go back to the pool, without holding the request.
+
+    aiohttp serves a kept-alive client connection's next request only once the handler returns,
+    so reading the tail inside the handler made every next request on that connection wait for
+    the previous upstream's last bytes (issue 18). Each tail is bounded (``TAIL_BYTES``,
+    ``TAIL_SECONDS``); the tasks are tracked here and cancelled on shutdown."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def release(self, response: aiohttp.ClientResponse) -> None:
+        """Take ownership of ``response`` and release it exactly once: at once when its body
+        has ended (aiohttp already returned the connection to the pool then), otherwise after
+        reading its tail."""
+        if response.content.is_eof():
+            response.close()
+            return
+        task = asyncio.get_running_loop().create_task(_read_tail(response))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _read_tail(response: aiohttp.ClientResponse) -> None:
+    size = 0
+    try:
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(TAIL_SECONDS):
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > TAIL_BYTES:
+                        return  # more than a last event: close it rather than read on
+    finally:
+        response.close()  # a no-op for the connection once the body ended: it is pooled
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     response: aiohttp.ClientResponse
@@ -88,6 +144,7 @@ class Upstream:
         self._base = settings.upstream_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self.tails = Tails()
 
     async def start(self) -> None:
         s = self._settings
@@ -116,6 +173,7 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        await self.tails.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import zlib
 from collections.abc import AsyncIterator
 
+from proxy.server.app import UPSTREAM_KEY
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
 from tests.e2e.test_process import slow_legacy_stream
@@ -142,6 +144,48 @@ async def test_converted_streams_reuse_the_upstream_connection(
         )
         assert clean and body.endswith(b"data: [DONE]\n\n")
     assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
+
+
+async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams_tail(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """aiohttp serves a kept-alive connection's next request only once the handler returns: the
+    handler must not wait for the upstream's last bytes after the client's response is complete
+    (issue 18). The upstream sends its final event, then lingers 5 s before its terminator; the
+    second request on the same client connection gets its headers while the first upstream is
+    still lingering: not finished, and not cut either (its tail is still being read)."""
+    scripted, _ = upstream
+    scripted.script = Stream([completion(" Hello"), FINAL, 5.0])
+    client, _ = await make_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    data = json.dumps(STREAM_BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    request = (
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+    async def exchange_two() -> tuple[bytes, bytes, int, int]:
+        writer.write(request)
+        first = await reader.readuntil(b"\r\n0\r\n\r\n")  # the whole first response
+        writer.write(request)  # the same connection, once the first response is complete
+        second_head = await reader.readuntil(b"\r\n\r\n")
+        return first, second_head, scripted.open_streams, scripted.disconnects
+
+    try:
+        # a safety net only: the ordering below is what the test asserts
+        first, second_head, open_streams, disconnects = await asyncio.wait_for(exchange_two(), 30)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in first
+    assert second_head.startswith(b"HTTP/1.1 200")
+    assert len(scripted.seen) == 2
+    # both upstream streams open: the first still lingering before its terminator, untouched
+    assert (open_streams, disconnects) == (2, 0)
+    # its tail is read in the background, by a task the app tracks and ends on shutdown
+    tails = client.server.app[UPSTREAM_KEY].tails
+    assert len(tails) >= 1
+    await client.close()
+    assert len(tails) == 0
 
 
 async def test_an_upstream_that_lingers_after_its_final_event_delays_nothing(
