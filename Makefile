@@ -30,6 +30,7 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
+	$(PY) bench/churn.py --write bench/RESULTS.md
 
 bench-memory: $(VENV)/.installed
 	$(PY) bench/memory.py --streams 500 --write bench/RESULTS.md
