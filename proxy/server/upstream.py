@@ -11,7 +11,6 @@ its headers only when generation ends, and a pass-through request may be either 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 import urllib.request
@@ -77,59 +76,55 @@ def egress_proxy(base_url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-# After a stream's final event, what may still come before the body ends (Messages' message_stop,
-# the chunked terminator) and how long to wait for it: beyond either, closing the connection is
-# cheaper than reading on.
-TAIL_BYTES: Final = 1 << 16
+# After a stream's final event, how long its last bytes (Messages' message_stop, the chunked
+# terminator) may take before closing the connection is cheaper than waiting on.
 TAIL_SECONDS: Final = 1.0
 
 
 class Tails:
-    """Upstream responses whose client response is already complete, read to their end in the
-    background so their connections go back to the pool, without holding the request.
+    """Upstream responses whose client response is already complete, left to end on their own so
+    their connections go back to the pool, without holding the request (issue 18).
 
     aiohttp serves a kept-alive client connection's next request only once the handler returns,
-    so reading the tail inside the handler made every next request on that connection wait for
-    the previous upstream's last bytes (issue 18). Each tail is bounded (``TAIL_BYTES``,
-    ``TAIL_SECONDS``); the tasks are tracked here and cancelled on shutdown."""
+    so waiting for the tail inside the handler made every next request on that connection wait
+    for the previous upstream's last bytes. Nothing needs to read the tail for the connection to
+    be pooled: aiohttp's client protocol parses the body as it arrives and pools the connection
+    the moment the body ends, read or not. So no task per stream: a timer closes the response if
+    the body has not ended within ``TAIL_SECONDS``, and its end cancels the timer. Bytes are
+    bounded too: unread, they fill the response's buffer to its high-water mark (twice the
+    session's ``read_bufsize``, 128 KiB), where aiohttp stops reading the socket; the timer then
+    closes the connection. Pending responses are closed on shutdown."""
 
-    __slots__ = ("_tasks",)
+    __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[aiohttp.ClientResponse, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._pending)
 
     def release(self, response: aiohttp.ClientResponse) -> None:
-        """Take ownership of ``response`` and release it exactly once: at once when its body
-        has ended (aiohttp already returned the connection to the pool then), otherwise after
-        reading its tail."""
-        if response.content.is_eof():
-            response.close()
+        """Take ownership of ``response`` and release it exactly once: at once when its body has
+        ended (aiohttp has pooled the connection then), otherwise when it ends or at the time
+        limit, whichever comes first."""
+        content = response.content
+        if content.is_eof():
+            response.close()  # the connection is already back in the pool: only frees the body
             return
-        task = asyncio.get_running_loop().create_task(_read_tail(response))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        timer = asyncio.get_running_loop().call_later(TAIL_SECONDS, self._settle, response)
+        self._pending[response] = timer
+        # after aiohttp's own end-of-body callback, which pooled the connection
+        content.on_eof(lambda: self._settle(response))
+
+    def _settle(self, response: aiohttp.ClientResponse) -> None:
+        timer = self._pending.pop(response, None)
+        if timer is not None:
+            timer.cancel()
+            response.close()  # past the limit this closes the connection; after the end, a no-op
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _read_tail(response: aiohttp.ClientResponse) -> None:
-    size = 0
-    try:
-        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-            async with asyncio.timeout(TAIL_SECONDS):
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > TAIL_BYTES:
-                        return  # more than a last event: close it rather than read on
-    finally:
-        response.close()  # a no-op for the connection once the body ended: it is pooled
+        for response in list(self._pending):
+            self._settle(response)
 
 
 @dataclass(frozen=True, slots=True)

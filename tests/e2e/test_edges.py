@@ -144,6 +144,21 @@ async def test_converted_streams_reuse_the_upstream_connection(
         )
         assert clean and body.endswith(b"data: [DONE]\n\n")
     assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
+    # a tail that comes after the client's response ended (read after the handler returned):
+    # the connection still goes back to the pool once the body ends
+    scripted.seen.clear()
+    scripted.script = Stream([completion(" Hello"), FINAL, 0.05, b": tail\n\n"])
+    tails = client.server.app[UPSTREAM_KEY].tails
+    for _ in range(3):
+        body, clean = await read_all(
+            await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+        )
+        assert clean and body.endswith(b"data: [DONE]\n\n")
+        for _ in range(100):  # the tail ends 50 ms after the final event
+            if not len(tails):
+                break
+            await asyncio.sleep(0.01)
+    assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
 
 
 async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams_tail(
