@@ -132,6 +132,28 @@ async def test_a_relayed_body_whose_upstream_goes_silent_is_cut(
     assert metrics.requests.labels("passthrough", "messages", "stream_error")._value.get() == 1
 
 
+async def test_the_idle_limit_counts_from_the_last_upstream_bytes_not_the_first(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """Events 0.2 s apart for 0.8 s under a 0.3 s idle limit: never idle, never cut. Then
+    silence: cut with the legacy error event, counted from the last event, not the first."""
+    scripted, _ = upstream
+    words = [completion(f" w{i}") for i in range(5)]
+    scripted.script = Stream([x for w in words for x in (w, 0.2)] + [FINAL])
+    client, metrics = await make_proxy(timeouts_idle="0.3")
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert clean and body.endswith(b"data: [DONE]\n\n")
+    scripted.script = Stream([*(x for w in words for x in (w, 0.2)), "stall"])
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert not clean and events(body)[-2]["completion"] == " w0 w1 w2 w3 w4"
+    assert "idle timeout" in events(body)[-1]["exception"]
+    assert metrics.stream_errors.labels("upstream_timeout")._value.get() == 1
+
+
 async def test_converted_streams_reuse_the_upstream_connection(
     make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
