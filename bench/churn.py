@@ -278,6 +278,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         # the first request of each connection pays for its set-up: left out
         "requests": [r for c in conns for r in c.results[1:]],
         "answered": sum(len(c.results) for c in conns),
+        "load_cpu": resource.getrusage(resource.RUSAGE_SELF)[:2],
     }
 
 
@@ -444,7 +445,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               f"p99 {pct(s['ttft'], 99) * 1e3:.2f} ms, "
                               f"gap p99 {pct(s['gaps'], 99) * 1e3:.2f} ms, "
                               f"cpu {cpu * 1e3 / max(1, data['answered']):.3f} ms/request, "
-                              f"bad {s['bad']}", flush=True)  # fmt: skip
+                              f"bad {s['bad']}, load generator CPU "
+                              f"{sum(data['load_cpu']) / data['wall'] * 100:.0f} % of a core",
+                              flush=True)  # fmt: skip
                 # one at a time: non-streaming completions on this path, and pass-through
                 kinds = [("plain", path)] + ([("passthrough", "passthrough")]
                                              if path == "messages" else [])  # fmt: skip
