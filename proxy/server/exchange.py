@@ -35,8 +35,8 @@ class Exchange:
     bytes_out: int = 0
     error: str | None = None
     settled: bool = False  # a converted stream decided its own outcome (rule 8)
-    # the client's response is complete and only the upstream body's tail is unread: read it off
-    # the request path, so the connection is pooled (relay.upstream_response)
+    # the client's response is complete and only the upstream body's tail is to come: wait for
+    # it off the request path, so the connection is pooled (relay.upstream_response)
     upstream_tail: bool = False
 
     def note_upstream(self, opened: Opened) -> None:

@@ -91,8 +91,9 @@ async def upstream_response(
     """The upstream's response once its headers arrived (502/504 otherwise), noted on the
     exchange, and always released exactly once: closed (an unread body must not go back to the
     pool; a no-op when the body was read to its end), or, when a converted stream's client
-    response is complete with only the upstream's tail unread (``ex.upstream_tail``), handed to
-    the upstream's tail readers, which pool the connection once the body ends."""
+    response is complete with only the upstream's tail to come (``ex.upstream_tail``), handed to
+    ``Upstream.tails``, which releases it when the body ends (its connection pooled) or at the
+    time limit."""
     opened = await deps.upstream.open(
         method,
         raw_path_qs,
@@ -106,8 +107,8 @@ async def upstream_response(
         yield opened.response
     finally:
         if ex.upstream_tail:
-            # the client's response is complete: the tail is read in the background, which now
-            # owns the response and releases it (the request does not wait for it, issue 18)
+            # the client's response is complete: Tails now owns the response and releases it
+            # when its tail has come; the request does not wait for that (issue 18)
             deps.upstream.tails.release(opened.response)
         else:
             opened.response.close()

@@ -151,8 +151,8 @@ async def stream_converted(
             end_abnormally(request)
         else:
             await resp.write_eof()
-            # the upstream's last bytes (Messages' message_stop, the chunked terminator) are
-            # read after the handler returned: the client's next request must not wait for them
+            # the upstream's last bytes (Messages' message_stop, the chunked terminator) come
+            # after the handler returned: the client's next request must not wait for them
             ex.upstream_tail = True
         return resp
     finally:
