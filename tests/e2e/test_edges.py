@@ -9,6 +9,9 @@ import gzip
 import json
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from proxy.server.app import UPSTREAM_KEY
 from tests.conftest import ProxyFactory
@@ -16,6 +19,7 @@ from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, complet
 from tests.e2e.test_process import slow_legacy_stream
 from tests.e2e.test_proxy import LEGACY, MODERN, STREAM_BODY, events, read_all
 
+TRANSCRIPTS = Path(__file__).parents[1] / "transcripts"
 GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 SSE_GZIP = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
 
@@ -183,8 +187,23 @@ async def test_converted_streams_reuse_the_upstream_connection(
     assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
 
 
+def _lingering(path: str) -> tuple[Stream, dict[str, str]]:
+    """An upstream that sends the stream's final event and then lingers 5 s before the rest of
+    its body (Messages: message_stop; both: the chunked terminator), and the proxy settings
+    that send a legacy completion to that upstream path."""
+    if path == "complete":
+        return Stream([completion(" Hello"), FINAL, 5.0]), {}
+    upstream = (TRANSCRIPTS / "m01_basic.upstream").read_bytes()
+    cut = upstream.index(b"event: message_stop")
+    return (
+        Stream([upstream[:cut], 5.0, upstream[cut:]]),
+        {"messages_default": "claude-sonnet-4-5"},
+    )
+
+
+@pytest.mark.parametrize("path", ["messages", "complete"])
 async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams_tail(
-    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str], path: str
 ) -> None:
     """aiohttp serves a kept-alive connection's next request only once the handler returns: the
     handler must not wait for the upstream's last bytes after the client's response is complete
@@ -192,8 +211,8 @@ async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams
     second request on the same client connection gets its headers while the first upstream is
     still lingering: not finished, and not cut either (its tail is still being read)."""
     scripted, _ = upstream
-    scripted.script = Stream([completion(" Hello"), FINAL, 5.0])
-    client, _ = await make_proxy()
+    scripted.script, env = _lingering(path)
+    client, _ = await make_proxy(**env)
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     data = json.dumps(STREAM_BODY).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
@@ -215,7 +234,7 @@ async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams
         writer.close()
     assert first.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in first
     assert second_head.startswith(b"HTTP/1.1 200")
-    assert len(scripted.seen) == 2
+    assert [seen.path_qs for seen in scripted.seen] == [f"/v1/{path}"] * 2
     # both upstream streams open: the first still lingering before its terminator, untouched
     assert (open_streams, disconnects) == (2, 0)
     # its tail is read in the background, by a task the app tracks and ends on shutdown
