@@ -1,7 +1,7 @@
 """Churn: short streams back to back on kept-alive connections, through the proxy and direct.
 
-    python bench/churn.py [--workers 100] [--seconds 8] [--tokens 5] [--before REV]
-                          [--write bench/RESULTS.md] [--note TEXT]
+    python bench/churn.py [--workers 100] [--seconds 5] [--rounds 2] [--tokens 5]
+                          [--before REV] [--write bench/RESULTS.md] [--note TEXT]
 
 What real clients do (``requests`` sessions, the SDKs' pools): each of N workers holds one
 kept-alive connection and sends its next streaming request as soon as the previous response has
@@ -23,7 +23,9 @@ completion on each upstream path.
 
 ``--before REV`` also runs the proxy of commit REV (``git archive`` into a temporary directory,
 same virtualenv, same simulator, same load), interleaved with the current tree's, so the two are
-measured in the same window and sit side by side in the table.
+measured in the same window and sit side by side in the table. Each round runs direct, before,
+after, and the next round the other way round (after, before, direct), so drift in the machine's
+load does not favour one column; the rounds' samples are pooled.
 
 The load runs in its own process (``--load``, on uvloop, garbage collector off), like
 bench/loadgen.py: one raw asyncio Protocol per connection, no HTTP client library.
@@ -552,8 +554,8 @@ connection. Load average before the run: {r["load_before"]}; after: {r["load_aft
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=100)
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=5)
     ap.add_argument("--single", type=int, default=300, help="requests one at a time")
     ap.add_argument("--before", help="also run the proxy of this commit, side by side")
