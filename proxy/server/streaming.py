@@ -86,12 +86,7 @@ class ClientWriter:
                         self._hist.observe(clock() - self._first_t)
                         self._first_t = None
                     conv.behind = True
-                    if ends_ok and self._done:
-                        # the last bytes of a stream that ended well: the final event and the
-                        # body's terminator go out in one write, one syscall instead of two
-                        await self._resp.write_eof(data)
-                    else:
-                        await self._resp.write(data)
+                    await self._resp.write(data)
                     conv.behind = False
                     self.bytes_written += len(data)
                     self.delivered_end = ends_ok
@@ -106,6 +101,23 @@ class ClientWriter:
             self.failed = True
 
 
+class _EventStream(web.StreamResponse):
+    """The converted stream's response: the write that carries the final event (the converter
+    has ended well, so nothing follows it) also ends the body, so the final event and the chunked
+    terminator leave in one send, not two. Sends are the largest share of the proxy's CPU per
+    short stream (py-spy under churn: about a third)."""
+
+    def __init__(self, conv: StreamConverter, headers: dict[str, str]) -> None:
+        super().__init__(status=200, headers=headers)
+        self._conv = conv
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._conv.outcome == "ok":
+            await self.write_eof(bytes(data))
+        else:
+            await super().write(data)
+
+
 async def stream_converted(
     deps: Deps,
     request: web.Request,
@@ -116,7 +128,7 @@ async def stream_converted(
     """Answer ``request`` with ``up``'s event stream converted by ``conv``, and settle the
     exchange's outcome by rule 8: ok once the final event reached the client transport."""
     inflater = Inflater.for_response(up)
-    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **deps.deprecation})
+    resp = _EventStream(conv, headers={**SSE_HEADERS, **deps.deprecation})
     if "request-id" in up.headers:
         resp.headers["request-id"] = up.headers["request-id"]
     await resp.prepare(request)
@@ -213,13 +225,13 @@ async def _pump(
     inflater: Inflater | None,
     idle: float,
 ) -> None:
-    clock = time.perf_counter
-    push = writer.push
-    feed = conv.feed
     limit = _IdleLimit(up.content, idle)
     connection = up.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = None  # the request sets it again on reuse
+    clock = time.perf_counter
+    push = writer.push
+    feed = conv.feed
     try:
         async for chunk in up.content.iter_any():
             limit.last = t = clock()

@@ -76,6 +76,12 @@ def egress_proxy(base_url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    response: aiohttp.ClientResponse
+    first_byte_s: float  # request sent -> headers received
+
+
 # After a stream's final event, how long its last bytes (Messages' message_stop, the chunked
 # terminator) may take before closing the connection is cheaper than waiting on.
 TAIL_SECONDS: Final = 1.0
@@ -125,12 +131,6 @@ class Tails:
     async def close(self) -> None:
         for response in list(self._pending):
             self._settle(response)
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    response: aiohttp.ClientResponse
-    first_byte_s: float  # request sent -> headers received
 
 
 class Upstream:
