@@ -56,12 +56,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 PACE = 0.02
 LINGER = 0.02
 
-# How the proxy is told to answer legacy /v1/complete through each upstream path. Today Text
-# Completions is the default and Messages is chosen per model (spec section 6); the run checks
-# the simulator's counts per path, so a changed default shows up as an error, not as a mislabel.
+# A live model that does not think (a strict simulator refuses retired names, and a thinking
+# model would stream a thinking block first)
+MESSAGES_MODEL = "claude-haiku-4-5"
+
+# How the proxy is told to answer legacy /v1/complete through each upstream path, in both
+# generations of the settings: ``[complete] upstream`` where it exists (Messages the default),
+# ``[messages] default`` before it (Text Completions the default); each ignores the other's
+# variable. The run checks the simulator's counts per path, so a proxy that routes otherwise
+# fails the run instead of being reported under the wrong path.
 PROXY_ENV = {
-    "complete": {},
-    "messages": {"LEGACY_PROXY_MESSAGES_DEFAULT": "claude-sonnet-4-5"},
+    "complete": {"LEGACY_PROXY_COMPLETE_UPSTREAM": "complete"},
+    "messages": {
+        "LEGACY_PROXY_COMPLETE_UPSTREAM": "messages",
+        "LEGACY_PROXY_MESSAGES_MODELS": f"claude-2.0={MESSAGES_MODEL}",
+    },
 }
 
 
@@ -232,7 +241,7 @@ def build_request(target: str, path: str, port: int, tokens: int, stream: bool) 
         }
     else:
         body = {
-            "model": "claude-sonnet-4-5",
+            "model": MESSAGES_MODEL,
             "max_tokens": tokens + 10,
             "messages": [{"role": "user", "content": "benchmark"}],
         }
@@ -398,9 +407,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.before:
         builds = {"before": export_tree(args.before, tmp / "before"), "after": ROOT}
     sim_port = free_port()
-    sim = subprocess.Popen(
-        [PY, "-m", "proxy.simulator", "--port", str(sim_port)], cwd=ROOT, stdout=log, stderr=log
-    )
+    argv = [PY, "-m", "proxy.simulator", "--port", str(sim_port)]
+    sim_help = subprocess.run([*argv, "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    if "--text-completions" in sim_help:
+        argv.append("--text-completions")  # a simulator that serves /v1/complete only if asked
+    sim = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
     wait_port(sim_port)
     out: dict[str, Any] = {"churn": {}, "single": {}, "cpu": {}, "builds": list(builds)}
     try:
