@@ -83,8 +83,10 @@ class Opened:
 
 
 # After a stream's final event, how long its last bytes (Messages' message_stop, the chunked
-# terminator) may take before closing the connection is cheaper than waiting on.
+# terminator) may take, and how many may wait unread, before closing the connection is cheaper
+# than waiting on.
 TAIL_SECONDS: Final = 1.0
+TAIL_BUFFER_BYTES: Final = 1 << 17
 
 
 class Tails:
@@ -97,9 +99,9 @@ class Tails:
     be pooled: aiohttp's client protocol parses the body as it arrives and pools the connection
     the moment the body ends, read or not. So no task per stream: a timer closes the response if
     the body has not ended within ``TAIL_SECONDS``, and its end cancels the timer. Bytes are
-    bounded too: unread, they fill the response's buffer to its high-water mark (twice the
-    session's ``read_bufsize``, 128 KiB), where aiohttp stops reading the socket; the timer then
-    closes the connection. Pending responses are closed on shutdown."""
+    bounded too: unread, they fill the response's buffer up to its high-water mark (twice the
+    session's ``read_bufsize``: ``TAIL_BUFFER_BYTES``), where aiohttp stops reading the socket;
+    the timer then closes the connection. Pending responses are closed on shutdown."""
 
     __slots__ = ("_pending",)
 
@@ -165,6 +167,9 @@ class Upstream:
             trust_env=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             raise_for_status=False,
+            # a body's unread bytes stop at twice this (aiohttp then stops reading the socket):
+            # what bounds a stream's tail in Tails, 128 KiB, and not aiohttp's default 512 KiB
+            read_bufsize=TAIL_BUFFER_BYTES // 2,
         )
 
     async def close(self) -> None:
