@@ -41,6 +41,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -535,20 +536,28 @@ def table(r: dict[str, Any]) -> str:
 
 
 def write(r: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
-    command = " ".join(["bench/churn.py", *sys.argv[1:]])
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is printed below, not in the command
+        i = argv.index("--note")
+        del argv[i : i + 2]
+    command = shlex.join([".venv/bin/python", "bench/churn.py", *argv])
+    columns = ""
+    if args.before:
+        columns = f" Columns: `before` is commit {args.before}, `after` this tree."
     section = f"""<!-- churn:start -->
 ## Churn: short streams back to back on kept-alive connections (`make bench`)
 
-Command: `.venv/bin/python {command}` (measured {r["date"]}, {r["elapsed"]:.0f} s). {args.workers}
-workers, each one kept-alive connection sending its next streaming legacy request as soon as the
-previous response ended, for {args.seconds:g} s x {args.rounds} round(s) per column; {args.tokens}
-tokens per stream; the simulator (its own process) paces events {PACE * 1000:.0f} ms apart and
-ends the body {LINGER * 1000:.0f} ms after the last event. Paired in the same run with the direct
-path (the simulator asked in 2023-06-01 on its own endpoint); added = proxy minus direct. TTFT: the
-request's write to the first event carrying text. Proxy CPU: /proc/<pid>/stat user + system over
-the run, divided by the requests answered. One at a time: {args.single} requests on one kept-alive
-connection. Load average before the run: {r["load_before"]}; after: {r["load_after"]}.
-{("Columns: `before` is commit " + args.before + ", `after` this tree.") if args.before else ""}
+Command: `{command}` (measured {r["date"]}, {r["elapsed"]:.0f} s).
+
+{args.workers} workers, each one kept-alive connection sending its next streaming legacy request
+as soon as the previous response ended, {args.rounds} x {args.seconds:g} s per column (the rounds
+in alternating order, samples pooled); {args.tokens} tokens per stream; the simulator (its own
+process) paces events {PACE * 1000:.0f} ms apart and ends the body {LINGER * 1000:.0f} ms after the
+last event. Paired in the same run with the direct path (the simulator asked in 2023-06-01 on its
+own endpoint); added = proxy minus direct. TTFT: the request's write to the first event carrying
+text. Proxy CPU: /proc/<pid>/stat user + system over the run, divided by the requests answered.
+One at a time: {args.single} requests on one kept-alive connection. Load average (1/5/15 min)
+before the run: {r["load_before"]}; after: {r["load_after"]}.{columns}
 {args.note}
 
 {table(r)}
