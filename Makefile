@@ -37,6 +37,7 @@ test-quick: lint typecheck
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
+	$(PY) bench/churn.py --write bench/RESULTS.md
 
 bench-memory: $(VENV)/.installed
 	$(PY) bench/memory.py --streams 500 --slow 200 --write bench/RESULTS.md

@@ -74,6 +74,7 @@ deltas only, never thinking deltas, so a fault lands on the same text with or wi
     reset-after:<n>      abort the connection after n events
     eof-after:<n>        end the body cleanly after n events, without a stop_reason
     stall-after:<n>      n events, then silence until the client leaves
+    linger:<s>           wait s seconds after the last event before ending the body
     not-sse              200 application/json to a streaming request
     invalid-json-after:<n>  an event whose data is not JSON after n events
     gzip                 compress the body even though the client asked for identity
@@ -677,6 +678,8 @@ class Simulator:
                         await asyncio.sleep(0)
                 else:
                     await resp.write(chunk)
+            if "linger" in faults:
+                await asyncio.sleep(float(faults["linger"]))
             await resp.write_eof()
             stats.completed_streams += 1
             return resp

@@ -78,9 +78,12 @@ class ClientSink:
         if self._transport is not None:
             self._transport.abort()
 
-    async def write(self, data: bytes) -> None:
-        """``resp.write``, which waits while the client is behind, cut short when the client
-        accepts nothing for ``timeouts.client_write``."""
+    async def write(self, data: bytes, *, last: bool = False) -> None:
+        """``resp.write`` (``resp.write_eof`` when ``last``: nothing follows ``data``), which
+        waits while the client is behind, cut short when the client accepts nothing for
+        ``timeouts.client_write``."""
+        resp = self._resp
+        send = resp.write_eof(data) if last else resp.write(data)
         protocol = self._protocol
         if (
             protocol is not None
@@ -89,9 +92,9 @@ class ClientSink:
         ):
             # cannot wait: the transport stays under its high-water mark, so it does not pause,
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
-            await self._resp.write(data)
+            await send
         else:
-            await self._progress(asyncio.ensure_future(self._resp.write(data)), len(data))
+            await self._progress(asyncio.ensure_future(send), len(data))
         # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
         # did not reach a client then, and the stream must not count as delivered (rule 8)
         self._gone_check()

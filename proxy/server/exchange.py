@@ -31,6 +31,9 @@ class Exchange:
     upstream_request_id: str | None = None
     upstream_status_class: str | None = None
     upstream_first_byte_s: float | None = None
+    # the client's response is complete and only the upstream body's tail is to come: wait for
+    # it off the request path, so the connection is pooled (relay.upstream_response)
+    upstream_tail: bool = False
     events_in: int = 0
     events_out: int = 0
     bytes_in: int = 0

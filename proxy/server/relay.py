@@ -5,7 +5,6 @@ SHELL.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import email.utils
@@ -20,7 +19,7 @@ from multidict import CIMultiDict
 from proxy import legacy
 from proxy.errors import ProxyError, UpstreamError
 from proxy.metrics import Metrics
-from proxy.server.bodies import READ_CHUNK, read_upstream
+from proxy.server.bodies import read_upstream
 from proxy.server.exchange import Exchange, Recorder
 from proxy.server.state import ServerState
 from proxy.server.upstream import Upstream, end_to_end
@@ -93,8 +92,11 @@ async def upstream_response(
     read_timeout: float,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """The upstream's response once its headers arrived (502/504 otherwise), noted on the
-    exchange, and always released: an unread body must not go back to the pool (a no-op when
-    the body was read to its end)."""
+    exchange, and always released exactly once: closed (an unread body must not go back to the
+    pool; a no-op when the body was read to its end), or, when a converted stream's client
+    response is complete with only the upstream's tail to come (``ex.upstream_tail``), handed to
+    ``Upstream.tails``, which releases it when the body ends (its connection pooled) or at the
+    time limit."""
     opened = await deps.upstream.open(
         method,
         raw_path_qs,
@@ -107,7 +109,12 @@ async def upstream_response(
     try:
         yield opened.response
     finally:
-        opened.response.close()
+        if ex.upstream_tail:
+            # the client's response is complete: Tails now owns the response and releases it
+            # when its tail has come; the request does not wait for that (issue 18)
+            deps.upstream.tails.release(opened.response)
+        else:
+            opened.response.close()
 
 
 async def relay_buffered(deps: Deps, up: aiohttp.ClientResponse, ex: Exchange) -> web.Response:
@@ -146,19 +153,6 @@ async def write_eof(resp: web.StreamResponse) -> bool:
     except ConnectionError:  # aiohttp's ClientConnectionResetError is one
         return False
     return True
-
-
-async def finish_for_reuse(up: aiohttp.ClientResponse) -> None:
-    """After a converted stream's final event the body's last bytes (Messages' message_stop, the
-    chunked terminator) usually follow at once. Reading them, briefly and boundedly, lets the
-    connection go back to the pool: otherwise the next stream pays a new TCP and TLS handshake."""
-    size = 0
-    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-        async with asyncio.timeout(1.0):
-            async for chunk in up.content.iter_any():
-                size += len(chunk)
-                if size > READ_CHUNK:
-                    return  # more than a last event: close it rather than read on
 
 
 # -- Text Completions requests -------------------------------------------------------------------

@@ -132,12 +132,66 @@ class Opened:
     first_byte_s: float  # request sent -> headers received
 
 
+# After a stream's final event, how long its last bytes (Messages' message_stop, the chunked
+# terminator) may take, and how many may wait unread, before closing the connection is cheaper
+# than waiting on.
+TAIL_SECONDS: Final = 1.0
+TAIL_BUFFER_BYTES: Final = 1 << 17
+
+
+class Tails:
+    """Upstream responses whose client response is already complete, left to end on their own so
+    their connections go back to the pool, without holding the request (issue 18).
+
+    aiohttp serves a kept-alive client connection's next request only once the handler returns,
+    so waiting for the tail inside the handler made every next request on that connection wait
+    for the previous upstream's last bytes. Nothing needs to read the tail for the connection to
+    be pooled: aiohttp's client protocol parses the body as it arrives and pools the connection
+    the moment the body ends, read or not. So no task per stream: a timer closes the response if
+    the body has not ended within ``TAIL_SECONDS``, and its end cancels the timer. Bytes are
+    bounded too: unread, they fill the response's buffer up to its high-water mark (twice the
+    session's ``read_bufsize``: ``TAIL_BUFFER_BYTES``), where aiohttp stops reading the socket;
+    the timer then closes the connection. Pending responses are closed on shutdown."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[aiohttp.ClientResponse, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def release(self, response: aiohttp.ClientResponse) -> None:
+        """Take ownership of ``response`` and release it exactly once: at once when its body has
+        ended (aiohttp has pooled the connection then), otherwise when it ends or at the time
+        limit, whichever comes first."""
+        content = response.content
+        if content.is_eof():
+            response.close()  # the connection is already back in the pool: only frees the body
+            return
+        timer = asyncio.get_running_loop().call_later(TAIL_SECONDS, self._settle, response)
+        self._pending[response] = timer
+        # after aiohttp's own end-of-body callback, which pooled the connection
+        content.on_eof(lambda: self._settle(response))
+
+    def _settle(self, response: aiohttp.ClientResponse) -> None:
+        timer = self._pending.pop(response, None)
+        if timer is not None:
+            timer.cancel()
+            response.close()  # past the limit this closes the connection; after the end, a no-op
+
+    async def close(self) -> None:
+        for response in list(self._pending):
+            self._settle(response)
+
+
 class Upstream:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._base = settings.upstream_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self.tails = Tails()
 
     async def start(self) -> None:
         s = self._settings
@@ -163,9 +217,13 @@ class Upstream:
             trust_env=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             raise_for_status=False,
+            # a body's unread bytes stop at twice this (aiohttp then stops reading the socket):
+            # what bounds a stream's tail in Tails, 128 KiB, and not aiohttp's default 512 KiB
+            read_bufsize=TAIL_BUFFER_BYTES // 2,
         )
 
     async def close(self) -> None:
+        await self.tails.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

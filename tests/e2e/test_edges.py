@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
+
+from proxy.server.app import UPSTREAM_KEY
 from tests.conftest import ProxyFactory
 from tests.e2e.scripted import FINAL, Respond, ScriptedUpstream, Stream, completion
 from tests.e2e.test_process import slow_legacy_stream
 from tests.e2e.test_proxy import LEGACY, MODERN, STREAM_BODY, events, read_all
 
+TRANSCRIPTS = Path(__file__).parents[1] / "transcripts"
 GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 SSE_GZIP = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
 
@@ -130,6 +136,28 @@ async def test_a_relayed_body_whose_upstream_goes_silent_is_cut(
     assert metrics.requests.labels("passthrough", "messages", "stream_error")._value.get() == 1
 
 
+async def test_the_idle_limit_counts_from_the_last_upstream_bytes_not_the_first(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """Events 0.2 s apart for 0.8 s under a 0.3 s idle limit: never idle, never cut. Then
+    silence: cut with the legacy error event, counted from the last event, not the first."""
+    scripted, _ = upstream
+    words = [completion(f" w{i}") for i in range(5)]
+    scripted.script = Stream([x for w in words for x in (w, 0.2)] + [FINAL])
+    client, metrics = await make_proxy(timeouts_idle="0.3")
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert clean and body.endswith(b"data: [DONE]\n\n")
+    scripted.script = Stream([*(x for w in words for x in (w, 0.2)), "stall"])
+    body, clean = await read_all(
+        await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    )
+    assert not clean and events(body)[-2]["completion"] == " w0 w1 w2 w3 w4"
+    assert "idle timeout" in events(body)[-1]["exception"]
+    assert metrics.stream_errors.labels("upstream_timeout")._value.get() == 1
+
+
 async def test_converted_streams_reuse_the_upstream_connection(
     make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
@@ -142,6 +170,78 @@ async def test_converted_streams_reuse_the_upstream_connection(
         )
         assert clean and body.endswith(b"data: [DONE]\n\n")
     assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
+    # a tail that comes after the client's response ended (read after the handler returned):
+    # the connection still goes back to the pool once the body ends
+    scripted.seen.clear()
+    scripted.script = Stream([completion(" Hello"), FINAL, 0.05, b": tail\n\n"])
+    tails = client.server.app[UPSTREAM_KEY].tails
+    for _ in range(3):
+        body, clean = await read_all(
+            await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+        )
+        assert clean and body.endswith(b"data: [DONE]\n\n")
+        for _ in range(100):  # the tail ends 50 ms after the final event
+            if not len(tails):
+                break
+            await asyncio.sleep(0.01)
+    assert len({s.peer for s in scripted.seen}) == 1, [s.peer for s in scripted.seen]
+
+
+def _lingering(path: str) -> tuple[Stream, dict[str, str]]:
+    """An upstream that sends the stream's final event and then lingers 5 s before the rest of
+    its body (Messages: message_stop; both: the chunked terminator), and the proxy settings
+    that send a legacy completion to that upstream path."""
+    if path == "complete":
+        return Stream([completion(" Hello"), FINAL, 5.0]), {}
+    upstream = (TRANSCRIPTS / "m01_basic.upstream").read_bytes()
+    cut = upstream.index(b"event: message_stop")
+    return (
+        Stream([upstream[:cut], 5.0, upstream[cut:]]),
+        {"messages_default": "claude-sonnet-4-5"},
+    )
+
+
+@pytest.mark.parametrize("path", ["messages", "complete"])
+async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams_tail(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str], path: str
+) -> None:
+    """aiohttp serves a kept-alive connection's next request only once the handler returns: the
+    handler must not wait for the upstream's last bytes after the client's response is complete
+    (issue 18). The upstream sends its final event, then lingers 5 s before its terminator; the
+    second request on the same client connection gets its headers while the first upstream is
+    still lingering: not finished, and not cut either (its tail is still being read)."""
+    scripted, _ = upstream
+    scripted.script, env = _lingering(path)
+    client, _ = await make_proxy(**env)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    data = json.dumps(STREAM_BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    request = (
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+    async def exchange_two() -> tuple[bytes, bytes, int, int]:
+        writer.write(request)
+        first = await reader.readuntil(b"\r\n0\r\n\r\n")  # the whole first response
+        writer.write(request)  # the same connection, once the first response is complete
+        second_head = await reader.readuntil(b"\r\n\r\n")
+        return first, second_head, scripted.open_streams, scripted.disconnects
+
+    try:
+        # a safety net only: the ordering below is what the test asserts
+        first, second_head, open_streams, disconnects = await asyncio.wait_for(exchange_two(), 30)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in first
+    assert second_head.startswith(b"HTTP/1.1 200")
+    assert [seen.path_qs for seen in scripted.seen] == [f"/v1/{path}"] * 2
+    # both upstream streams open: the first still lingering before its terminator, untouched
+    assert (open_streams, disconnects) == (2, 0)
+    # its tail is read in the background, by a task the app tracks and ends on shutdown
+    tails = client.server.app[UPSTREAM_KEY].tails
+    assert len(tails) >= 1
+    await client.close()
+    assert len(tails) == 0
 
 
 async def test_an_upstream_that_lingers_after_its_final_event_delays_nothing(
