@@ -200,7 +200,8 @@ class StreamConverter:
             return b""
         parts = []
         counts = self._events_in
-        handlers = self._translator.handlers
+        translator = self._translator
+        handlers = translator.HANDLERS
         out = self._out
         for name, data in events:
             handler = handlers.get(name)
@@ -209,7 +210,7 @@ class StreamConverter:
                 continue
             counts[name] += 1
             try:
-                parts.append(handler(data))
+                parts.append(handler(translator, data))
             except StreamError as exc:  # an invalid event (rule 6)
                 parts.append(self._fail(exc.reason))
             if out.finished:

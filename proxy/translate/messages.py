@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from proxy import jsonfast
 from proxy.errors import BadRequest, StreamError
@@ -387,7 +387,9 @@ class MessagesTranslator:
         "ping",
         "error",
     )
-    __slots__ = ("_handlers", "_held", "_legacy_model", "_prefix", "_skip", "counts", "out")
+    __slots__ = ("_held", "_legacy_model", "_prefix", "_skip", "counts", "out")
+    # event name -> handler(translator, data): a class table, no per-stream cycle (completions)
+    HANDLERS: ClassVar[dict[str, Callable[[Any, str], bytes]]]
 
     def __init__(
         self, out: ClientStream, legacy_model: str | None = None, *, strip_prefix: str = ""
@@ -405,20 +407,6 @@ class MessagesTranslator:
         # redacted_thinking; other_stop_reason: stop reasons outside the table;
         # prefill_stripped: the emulated prefill was found and removed
         self.counts = dict.fromkeys(COUNTS, 0)
-        self._handlers: dict[str, Callable[[str], bytes]] = {
-            "message_start": self._message_start,
-            "content_block_start": self._block_start,
-            "content_block_delta": self._block_delta,
-            "content_block_stop": self._nothing,
-            "message_delta": self._message_delta,
-            "message_stop": self._message_stop,
-            "ping": self._ping,
-            "error": self._error,
-        }
-
-    @property
-    def handlers(self) -> dict[str, Callable[[str], bytes]]:
-        return self._handlers
 
     def _message_start(self, data: str) -> bytes:
         message = parse_object(data).get("message")
@@ -520,3 +508,15 @@ class MessagesTranslator:
     def _error(self, data: str) -> bytes:
         self.flush()
         return error_event(self.out, data)
+
+
+MessagesTranslator.HANDLERS = {
+    "message_start": MessagesTranslator._message_start,
+    "content_block_start": MessagesTranslator._block_start,
+    "content_block_delta": MessagesTranslator._block_delta,
+    "content_block_stop": MessagesTranslator._nothing,
+    "message_delta": MessagesTranslator._message_delta,
+    "message_stop": MessagesTranslator._message_stop,
+    "ping": MessagesTranslator._ping,
+    "error": MessagesTranslator._error,
+}
