@@ -52,7 +52,7 @@ def resolver_says(name: str) -> str:
         socket.getaddrinfo(name, None)
     except socket.gaierror as exc:
         return str(exc.strerror)
-    pytest.skip(f"this machine's resolver answers for {name!r}")
+    pytest.skip(reason=f"this machine's resolver answers for {name!r}")
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], line: str, status: int) -> None:
