@@ -34,15 +34,6 @@ BODY = {"model": "claude-2.0", "prompt": "\n\nHuman: hi\n\nAssistant:", "stream"
 DONE = b"data: [DONE]\n\n"
 
 
-@pytest.fixture
-async def scripted() -> AsyncIterator[tuple[ScriptedUpstream, str]]:
-    up = ScriptedUpstream()
-    server = TestServer(up.app(), host="127.0.0.1")
-    await server.start_server()
-    yield up, str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
 def port_of(p: ProxyProcess) -> int:
     return int(p.url.rsplit(":", 1)[1])
 
@@ -84,9 +75,9 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes |
 
 
 async def test_a_trickled_request_head_is_closed_at_its_deadline(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     p = await start_proxy(url, timeouts_request_head="1")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(p))
@@ -135,11 +126,11 @@ async def partial_heads(port: int, n: int) -> list[Conn]:
 
 
 async def test_connections_that_never_finish_a_head_cannot_starve_the_proxy(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
     """The issue's attack, scaled to a 256-descriptor limit: 400 connections that sent part of
     a head and wait. The oldest are closed to make room, probes and real requests go on."""
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" ok"), FINAL])
     p = await start_proxy(url, nofile=(256, 256))
     conns: list[Conn] = []
@@ -162,9 +153,9 @@ async def test_connections_that_never_finish_a_head_cannot_starve_the_proxy(
 
 
 async def test_the_soft_descriptor_limit_is_raised_to_the_hard_one_and_logged(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    _, url = scripted
+    _, url = upstream
     p = await start_proxy(url, nofile=(256, 2048))
     try:
         limits = Path(f"/proc/{p.proc.pid}/limits").read_text()  # noqa: ASYNC240 (procfs)
@@ -177,9 +168,9 @@ async def test_the_soft_descriptor_limit_is_raised_to_the_hard_one_and_logged(
 
 
 async def test_connections_refused_when_every_one_is_busy_are_warned_about_once(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" a"), "stall"])
     p = await start_proxy(url, limits_max_connections="4")
     sessions, responses = [], []
@@ -342,12 +333,12 @@ async def test_a_response_nobody_asked_for_never_reaches_a_client() -> None:
 
 @pytest.mark.clients
 async def test_a_generic_eventsource_client_is_not_paid_for_twice_after_a_cut_stream(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
     """@microsoft/fetch-event-source 2.0.1 re-POSTs every second after a failed stream unless its
     onerror rethrows. With an id: line its retries carry Last-Event-ID and are refused by the
     proxy: the upstream sees (and bills) exactly one request."""
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" Hello"), completion(" world"), OVERLOADED])
     p = await start_proxy(url)
     try:
@@ -378,9 +369,9 @@ async def raw_exchange(port: int, data: bytes) -> bytes:
 
 
 async def test_dot_segments_are_refused_so_nothing_leaves_the_upstream_prefix(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
     p = await start_proxy(url + "/gateway/prefix")
     close = b"Connection: close\r\nanthropic-version: 2023-06-01\r\nx-api-key: k\r\n"
@@ -402,9 +393,9 @@ async def test_dot_segments_are_refused_so_nothing_leaves_the_upstream_prefix(
 
 
 async def test_header_bytes_that_are_not_utf8_are_refused_not_altered(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Respond(200, b'{"data": []}', {"Content-Type": "application/json"})
     p = await start_proxy(url)
     models = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -422,9 +413,9 @@ async def test_header_bytes_that_are_not_utf8_are_refused_not_altered(
 
 
 async def test_a_redirect_on_a_converted_route_keeps_its_location(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
-    up, url = scripted
+    up, url = upstream
     up.script = Respond(307, b"", {"Location": "https://elsewhere.example/v1/complete"})
     p = await start_proxy(url)
     try:
@@ -439,7 +430,7 @@ async def test_a_redirect_on_a_converted_route_keeps_its_location(
         assert await stop(p) == 0
 
 
-async def test_an_upstream_101_is_a_502(scripted: tuple[ScriptedUpstream, str]) -> None:
+async def test_an_upstream_101_is_a_502(upstream: tuple[ScriptedUpstream, str]) -> None:
     async def switching(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
@@ -466,11 +457,11 @@ async def test_an_upstream_101_is_a_502(scripted: tuple[ScriptedUpstream, str]) 
 
 
 async def test_a_client_that_leaves_with_the_final_event_leaves_no_traceback(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
     """Like TypeScript 0.4.x: it closes as soon as it has the stop_reason, with a reset, often
     while the proxy is writing the stream's last bytes."""
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" a"), FINAL])
     modern = Stream([b"event: x\ndata: {}\n\n", b"event: message_stop\ndata: {}\n\n"])
     up.by_path = {"/v1/relayed": modern}
@@ -508,14 +499,14 @@ async def test_a_client_that_leaves_with_the_final_event_leaves_no_traceback(
 
 
 async def test_admin_connections_that_never_read_cannot_take_the_probes_down(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
     """The second attack's H1: 64 admin connections (the admin cap) each pipelining 200
     /metrics requests and reading nothing stay "busy" for ever, and /healthz was refused until
     they left. Past ADMIN_MAX_BUSY_S the cap may close them, so the kubelet's probe gets in."""
     from proxy.server.connections import ADMIN_MAX_BUSY_S, ADMIN_MAX_CONNECTIONS
 
-    _, url = scripted
+    _, url = upstream
     p = await start_proxy(url)
     admin_port = int(p.admin.rsplit(":", 1)[1])
     socks: list[socket.socket] = []
@@ -542,12 +533,12 @@ async def test_admin_connections_that_never_read_cannot_take_the_probes_down(
     ids=["converted", "passthrough"],
 )
 async def test_a_body_that_stalls_is_answered_408_and_frees_its_slot(
-    scripted: tuple[ScriptedUpstream, str], path: str, headers: dict[str, str]
+    upstream: tuple[ScriptedUpstream, str], path: str, headers: dict[str, str]
 ) -> None:
     """The second attack's H2: a complete head, then half the body and silence, held a
     request slot (and the bytes so far) for ever: 20 of them made every request a 529. Now the
     body must arrive within timeouts.request_body; the slot is free again after it."""
-    up, url = scripted
+    up, url = upstream
     up.script = Stream([completion(" ok"), FINAL])
     p = await start_proxy(url, timeouts_request_body="1", limits_max_streams="5")
     conns: list[Conn] = []
@@ -573,12 +564,12 @@ async def test_a_body_that_stalls_is_answered_408_and_frees_its_slot(
 
 
 async def test_a_passthrough_client_that_reads_nothing_is_cut_and_its_upstream_closed(
-    scripted: tuple[ScriptedUpstream, str],
+    upstream: tuple[ScriptedUpstream, str],
 ) -> None:
     """The second attack's M3: a relayed (2023-06-01) stream to a client that never reads held
     its upstream generation, slot and connection for as long as the upstream streamed; now it is
     cut after timeouts.client_write like a converted one."""
-    up, url = scripted
+    up, url = upstream
     event = b"event: content_block_delta\ndata: " + b"x" * 60_000 + b"\n\n"
     up.script = Stream([event] * 400 + ["stall"])
     p = await start_proxy(url, timeouts_client_write="2")
