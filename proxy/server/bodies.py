@@ -26,6 +26,10 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     reads bodies as they came, ``auto_decompress=False``, so pass-through relays them exactly).
     ``limit`` applies to the inflated size; the whole body must arrive ``within`` seconds (a
     client that stalls mid-body would hold its slot and its bytes for ever)."""
+    if request.content.is_eof():
+        # the whole body came with the head (the common case): nothing left to wait for, so no
+        # timer (each asyncio.timeout is three getpid calls on Python 3.11: proxy.server.deadline)
+        return await _read_body(request, limit)
     try:
         async with asyncio.timeout(within):
             return await _read_body(request, limit)

@@ -4,8 +4,8 @@ become responses in the API's shape; the exchange is recorded once, at the end. 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from typing import Final
 
 from aiohttp import web
@@ -37,6 +37,12 @@ _OUTCOME_OF: Final[dict[type[ProxyError], str]] = {
 }
 
 
+# Request ids: 80 random bits from a generator seeded once from the OS. uuid4 reads the OS's
+# random source on every call, a system call per request; these ids correlate log lines and
+# event ids, they guard nothing
+_ids: Final = random.Random()
+
+
 def route_of(path: str) -> str:
     if path == "/v1/complete":
         return "complete"
@@ -49,12 +55,18 @@ class Entry:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._client_labels = deps.metrics.client_labels
+        # the app's loop, known once it serves: on Python 3.11 every asyncio call that looks the
+        # running loop up (current_task() without it, timeout(), create_task()) is a getpid
+        # system call, several microseconds each on a virtual machine (issue 18)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         deps = self.deps
         state = deps.state
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        ex = Exchange(request_id="req_proxy_" + uuid.uuid4().hex[:20], method=request.method)
+        ex = Exchange(request_id=f"req_proxy_{_ids.getrandbits(80):020x}", method=request.method)
         response: web.StreamResponse | None = None
         counted = False
         ex.route = route_of(request.path)
@@ -97,7 +109,8 @@ class Entry:
                 # only grow it (issue 14); they catch up, or are cut after client_write
                 deps.metrics.pending_refused.inc()
                 raise Overloaded("the proxy is holding too much output for slow clients; retry")
-            state.enter()
+            task = asyncio.current_task(self._loop)
+            state.enter(task)
             deps.metrics.streams_in_progress.labels(ex.mode).inc()
             counted = True
             try:
@@ -131,7 +144,7 @@ class Entry:
             raise
         finally:
             if counted:
-                state.leave()
+                state.leave(task)
                 deps.metrics.streams_in_progress.labels(ex.mode).dec()
             if response is not None:
                 ex.status = response.status

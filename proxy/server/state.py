@@ -18,16 +18,16 @@ class ServerState:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def enter(self) -> None:
+    def enter(self, task: asyncio.Task[Any] | None) -> None:
+        """A request's handler ``task`` begins. Passed in: on Python 3.11 ``current_task()``
+        without its loop asks the kernel for the process id (a getpid per call)."""
         self.in_flight += 1
-        task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
         self.idle.clear()
 
-    def leave(self) -> None:
+    def leave(self, task: asyncio.Task[Any] | None) -> None:
         self.in_flight -= 1
-        task = asyncio.current_task()
         if task is not None:
             self.tasks.discard(task)
         if self.in_flight == 0:

@@ -173,7 +173,7 @@ async def stream_converted(
     deadline = False
     try:
         try:
-            await _pump(up, conv, writer, inflater, deps.settings.timeouts.idle)
+            await _pump(up, conv, writer, inflater, deps.settings.timeouts.idle, deps.upstream.loop)
         except asyncio.CancelledError:
             if not state.deadline_cancel():
                 raise
@@ -230,10 +230,12 @@ class _IdleLimit:
 
     __slots__ = ("_content", "_handle", "_limit", "_loop", "last")
 
-    def __init__(self, content: aiohttp.StreamReader, limit: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, content: aiohttp.StreamReader, limit: float
+    ) -> None:
         self._content = content
         self._limit = limit
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self.last = time.perf_counter()  # the pump sets it at every read
         self._handle: asyncio.TimerHandle | None = self._loop.call_later(limit, self._check)
 
@@ -259,8 +261,9 @@ async def _pump(
     writer: ClientWriter,
     inflater: Inflater | None,
     idle: float,
+    loop: asyncio.AbstractEventLoop,
 ) -> None:
-    limit = _IdleLimit(up.content, idle)
+    limit = _IdleLimit(loop, up.content, idle)
     connection = up.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = None  # the request sets it again on reuse

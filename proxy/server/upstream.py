@@ -28,6 +28,7 @@ from yarl import URL
 
 from proxy.errors import BadRequest, ProxyError, UpstreamError, UpstreamTimeout
 from proxy.logs import get_logger
+from proxy.server.deadline import Deadline
 from proxy.settings import Settings
 
 # RFC 9110 section 7.6.1, plus the proxy-only headers; names listed in Connection are added per
@@ -153,10 +154,11 @@ class Tails:
     session's ``read_bufsize``: ``TAIL_BUFFER_BYTES``), where aiohttp stops reading the socket;
     the timer then closes the connection. Pending responses are closed on shutdown."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "loop")
 
     def __init__(self) -> None:
         self._pending: dict[aiohttp.ClientResponse, asyncio.TimerHandle] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by Upstream.start
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -169,7 +171,8 @@ class Tails:
         if content.is_eof():
             response.close()  # the connection is already back in the pool: only frees the body
             return
-        timer = asyncio.get_running_loop().call_later(TAIL_SECONDS, self._settle, response)
+        loop = self.loop or asyncio.get_running_loop()
+        timer = loop.call_later(TAIL_SECONDS, self._settle, response)
         self._pending[response] = timer
         # after aiohttp's own end-of-body callback, which pooled the connection
         content.on_eof(lambda: self._settle(response))
@@ -192,8 +195,16 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
         self.tails = Tails()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the session runs on (looked up once: see proxy.server.deadline)."""
+        assert self._loop is not None, "Upstream.start() was not called"
+        return self._loop
 
     async def start(self) -> None:
+        self._loop = self.tails.loop = asyncio.get_running_loop()
         s = self._settings
         ssl_ctx: ssl.SSLContext | bool = True
         if s.upstream.ca_bundle:
@@ -246,7 +257,7 @@ class Upstream:
         check_forwardable(raw_path_qs, headers)
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(headers_timeout):
+            with Deadline(self.loop, headers_timeout):
                 resp = await self._session.request(
                     method,
                     self.url(raw_path_qs),
