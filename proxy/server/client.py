@@ -78,18 +78,23 @@ class ClientSink:
         if self._transport is not None:
             self._transport.abort()
 
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` bytes can be written now without any wait: the transport is not
+        paused and stays under its high-water mark with them, so it does not pause either."""
+        protocol = self._protocol
+        return (
+            protocol is not None
+            and not protocol.writing_paused
+            and self.buffered() + size + _CHUNK_FRAMING <= self._high
+        )
+
     async def write(self, data: bytes, *, last: bool = False) -> None:
         """``resp.write`` (``resp.write_eof`` when ``last``: nothing follows ``data``), which
         waits while the client is behind, cut short when the client accepts nothing for
         ``timeouts.client_write``."""
         resp = self._resp
         send = resp.write_eof(data) if last else resp.write(data)
-        protocol = self._protocol
-        if (
-            protocol is not None
-            and not protocol.writing_paused
-            and self.buffered() + len(data) + _CHUNK_FRAMING <= self._high
-        ):
+        if self.fits(len(data)):
             # cannot wait: the transport stays under its high-water mark, so it does not pause,
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
             await send

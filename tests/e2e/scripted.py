@@ -54,6 +54,9 @@ class Stream:
         default_factory=lambda: {"Content-Type": "text/event-stream", "request-id": "req_up_1"}
     )
     delay_headers: float = 0.0
+    # the headers wait for the first bytes written and leave in the same send, as a real API's
+    # often do (aiohttp's web.Response does it; a StreamResponse sends them at prepare)
+    headers_with_first: bool = False
 
 
 @dataclass
@@ -100,7 +103,8 @@ class ScriptedUpstream:
         try:
             if script.delay_headers:
                 await asyncio.sleep(script.delay_headers)
-            resp = web.StreamResponse(status=script.status, headers=script.headers)
+            kind = _HeadersWithFirst if script.headers_with_first else web.StreamResponse
+            resp = kind(status=script.status, headers=script.headers)
             await resp.prepare(request)
             for item in script.items:
                 if isinstance(item, bytes):
@@ -121,3 +125,7 @@ class ScriptedUpstream:
             raise
         finally:
             self.open_streams -= 1
+
+
+class _HeadersWithFirst(web.StreamResponse):
+    _send_headers_immediately = False
