@@ -222,6 +222,11 @@ class Upstream:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeouts.connect),
             auto_decompress=False,  # pass-through bodies are relayed as received (spec 4)
+            # One session serves every client: a cookie the upstream sets on one client's answer
+            # (Cloudflare's __cf_bm, say) must not ride along on the next client's requests.
+            # Set-Cookie is relayed to the client it was meant for; a client's Cookie header
+            # goes up as sent.
+            cookie_jar=aiohttp.DummyCookieJar(),
             # The egress proxy is resolved once, above: with trust_env aiohttp re-reads the
             # environment and ~/.netrc on every request, which profiling showed to be the largest
             # single cost of opening a stream.

@@ -105,6 +105,28 @@ async def test_request_headers_on_the_upstream_leg(
     assert not names & {b"x-hop-one", b"x-hop-two", b"expect"}, names
 
 
+async def test_an_upstream_cookie_never_reaches_another_clients_request(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """The upstream session is shared by every client: a cookie the upstream sets (Cloudflare's
+    __cf_bm, say) must not be kept and sent with the next client's request. A client's own
+    Cookie header goes through as sent."""
+    scripted, url = upstream
+    scripted.script = Respond(
+        200, b"{}", {"Content-Type": "application/json", "Set-Cookie": "__cf_bm=one; Path=/"}
+    )
+    # a host name, not an address: aiohttp's cookie jar ignores cookies from IP addresses
+    client, _ = await make_proxy(upstream_url=url.replace("127.0.0.1", "localhost"))
+    modern = {"anthropic-version": "2023-06-01", "x-api-key": "k"}
+    for _ in range(2):
+        resp = await client.post("/v1/messages", json={}, headers=modern)
+        assert resp.status == 200
+        assert resp.headers.get("Set-Cookie") == "__cf_bm=one; Path=/"  # relayed to its client
+        client.session.cookie_jar.clear()  # the test client's own jar: another client next
+    await client.post("/v1/messages", json={}, headers={**modern, "Cookie": "mine=1"})
+    assert [seen.headers.get("Cookie") for seen in scripted.seen] == [None, None, "mine=1"]
+
+
 async def test_a_chunked_body_over_the_limit_is_413(
     make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
