@@ -49,7 +49,14 @@ def loads(data: str | bytes) -> Any:
 
 def dumps(value: Any) -> bytes:
     """Compact JSON as UTF-8 bytes. Raises ValueError for what cannot be written as JSON
-    (NaN, nesting too deep for the recursive encoder)."""
+    (NaN, nesting too deep for the recursive encoder).
+
+    The scalars every legacy event carries (null, a string) skip the encoder object: the same
+    bytes JSONEncoder.encode gives them, about five times faster (issue 18)."""
+    if value is None:
+        return b"null"
+    if type(value) is str:
+        return _encode_str(value).encode("utf-8", "backslashreplace")
     try:
         return _encode(value).encode("utf-8", "backslashreplace")
     except RecursionError:
@@ -58,7 +65,7 @@ def dumps(value: Any) -> bytes:
 
 _encode_str: Final = (
     json.encoder.encode_basestring
-)  # the C escaper json uses for ensure_ascii=False
+)  # the C escaper json uses for ensure_ascii=False; JSONEncoder.encode(str) is exactly this
 
 
 def escape_str(text: str) -> bytes:

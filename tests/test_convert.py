@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy import jsonfast
 from proxy.convert import StreamConverter
 from proxy.jsonfast import escape_str
 
@@ -79,6 +80,25 @@ def test_any_split_gives_the_same_bytes_and_the_full_text(
 @given(text=st.text())
 def test_escape_is_json(text: str) -> None:
     assert json.loads(b'"' + escape_str(text) + b'"') == text
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON_VALUES)
+def test_dumps_writes_what_the_json_encoder_writes(value: object) -> None:
+    """jsonfast.dumps' shortcuts for null and strings give the encoder's exact bytes."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert jsonfast.dumps(value) == encoder.encode(value).encode("utf-8", "backslashreplace")
 
 
 # -- snapshot skipping (rule 7) ----------------------------------------------------------------
