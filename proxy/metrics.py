@@ -280,6 +280,24 @@ class Metrics:
                 yield family.name + suffix
 
 
+class Children:
+    """``metric.labels(*values)``, remembered. prometheus_client checks, converts and locks on
+    every ``labels`` call (about 1 us, some twenty per request); the label values here come from
+    the small fixed sets above, so the children are kept in a plain dict after the first call."""
+
+    __slots__ = ("_cache", "_labels")
+
+    def __init__(self, metric: Any) -> None:
+        self._labels = metric.labels
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._labels(*values)
+        return child
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "5xx"
 

@@ -21,6 +21,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from proxy.metrics import Children
 from proxy.server.bodies import read_body
 from proxy.server.exchange import Exchange
 from proxy.server.relay import CompleteCall, Deps, error_response
@@ -55,6 +56,7 @@ class Entry:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._client_labels = deps.metrics.client_labels
+        self._in_progress = Children(deps.metrics.streams_in_progress)
         # the app's loop, known once it serves: on Python 3.11 every asyncio call that looks the
         # running loop up (current_task() without it, timeout(), create_task()) is a getpid
         # system call, several microseconds each on a virtual machine (issue 18)
@@ -111,7 +113,7 @@ class Entry:
                 raise Overloaded("the proxy is holding too much output for slow clients; retry")
             task = asyncio.current_task(self._loop)
             state.enter(task)
-            deps.metrics.streams_in_progress.labels(ex.mode).inc()
+            self._in_progress(ex.mode).inc()
             counted = True
             try:
                 if convert:
@@ -145,7 +147,7 @@ class Entry:
         finally:
             if counted:
                 state.leave(task)
-                deps.metrics.streams_in_progress.labels(ex.mode).dec()
+                self._in_progress(ex.mode).dec()
             if response is not None:
                 ex.status = response.status
             deps.recorder.done(ex, time.perf_counter() - t0)

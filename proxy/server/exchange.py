@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from proxy.convert import Stats
 from proxy.logs import get_logger
-from proxy.metrics import Metrics, status_class
+from proxy.metrics import Children, Metrics, status_class
 from proxy.modeltable import name_label
 from proxy.server.upstream import Opened
 from proxy.translate.messages import Attempt
@@ -59,6 +59,16 @@ class Recorder:
         self.metrics = metrics
         self.log = get_logger()
         self._targets = targets  # the models the settings name: the target labels
+        m = metrics
+        self._requests = Children(m.requests)
+        self._duration = Children(m.request_duration)
+        self._upstream_responses = Children(m.upstream_responses)
+        self._first_byte = Children(m.upstream_first_byte)
+        self._legacy_requests = Children(m.legacy_requests)
+        self._upstream_events = Children(m.upstream_events)
+        self._legacy_events = Children(m.legacy_events)
+        self._bytes_in = m.stream_bytes.labels("in")
+        self._bytes_out = m.stream_bytes.labels("out")
 
     def fallback(self, ex: Exchange, retired: str) -> None:
         ex.fallbacks += 1
@@ -85,12 +95,12 @@ class Recorder:
         m = self.metrics
         for kind, n in stats.events_in.items():
             if n:
-                m.upstream_events.labels(kind).inc(n)
+                self._upstream_events(kind).inc(n)
         for kind, n in stats.events_out.items():
             if n:
-                m.legacy_events.labels(kind).inc(n)
-        m.stream_bytes.labels("in").inc(stats.bytes_in)
-        m.stream_bytes.labels("out").inc(bytes_written)
+                self._legacy_events(kind).inc(n)
+        self._bytes_in.inc(stats.bytes_in)
+        self._bytes_out.inc(bytes_written)
         if stats.snapshots_skipped:
             m.snapshots_skipped.inc(stats.snapshots_skipped)
         if stats.events_in.get("unknown"):
@@ -108,16 +118,15 @@ class Recorder:
             self.metrics.messages_thinking_blocks.inc(counts["thinking_blocks"])
 
     def done(self, ex: Exchange, duration: float) -> None:
-        m = self.metrics
-        m.requests.labels(ex.mode, ex.route, ex.outcome).inc()
-        m.request_duration.labels(ex.mode, ex.route).observe(duration)
+        self._requests(ex.mode, ex.route, ex.outcome).inc()
+        self._duration(ex.mode, ex.route).observe(duration)
         if ex.upstream_status_class is not None:
-            m.upstream_responses.labels(ex.upstream_status_class).inc()
+            self._upstream_responses(ex.upstream_status_class).inc()
         if ex.upstream_first_byte_s is not None:
-            m.upstream_first_byte.labels(ex.mode).observe(ex.upstream_first_byte_s)
+            self._first_byte(ex.mode).observe(ex.upstream_first_byte_s)
         if ex.client is not None:
-            m.legacy_requests.labels(ex.client, "true" if ex.stream else "false").inc()
-            m.migration.record(ex.client, streamed=ex.stream, ok=ex.outcome == "ok")
+            self._legacy_requests(ex.client, "true" if ex.stream else "false").inc()
+            self.metrics.migration.record(ex.client, streamed=ex.stream, ok=ex.outcome == "ok")
         self.log.info(
             "request.done",
             request_id=ex.request_id,
