@@ -17,7 +17,9 @@ end. "Added" is the proxy's percentile minus the direct path's. The first reques
 (connection set-up) is left out. Proxy CPU per request is the proxy process's user + system time
 from /proc/<pid>/stat over the run, divided by the requests it answered in it.
 
-Then, one request at a time on one kept-alive connection: the added latency of a pass-through
+Then the paced case of bench/run.py on both upstream paths: 100 streams of 100 tokens at 20 ms,
+each on a connection of its own (its set-up counted), started over 1 s. Then, one request at a
+time on one kept-alive connection: the added latency of a pass-through
 request (a 2023-06-01 non-streaming ``/v1/messages`` call) and of a non-streaming legacy
 completion on each upstream path.
 
@@ -56,6 +58,9 @@ PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
 PACE = 0.02
 LINGER = 0.02
+# the paced case (bench/run.py's latency case, here on both upstream paths)
+PACED_STREAMS = 100
+PACED_TOKENS = 100
 
 # A live model that does not think (a strict simulator refuses retired names, and a thinking
 # model would stream a thinking block first)
@@ -269,8 +274,11 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter() + 0.1
     until = start + args.seconds if args.seconds else float("inf")
     count = args.requests or 1 << 60
-    # the workers start evenly over one stream's length, as a pool's users would, not in step
+    # the workers start evenly over one stream's length, as a pool's users would, not in step;
+    # fresh connections (the paced case) start over 1 s, as bench/run.py's streams do
     ramp = PACE * (args.tokens + 4) if not args.plain else 0.0
+    if args.fresh:
+        ramp = 1.0
 
     async def worker(k: int) -> Conn:
         await asyncio.sleep(max(0.0, start + k * ramp / args.workers - time.perf_counter()))
@@ -287,8 +295,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "wall": time.perf_counter() - start,
         "errors": [c.error for c in conns if c.error],
-        # the first request of each connection pays for its set-up: left out
-        "requests": [r for c in conns for r in c.results[1:]],
+        # the first request of each connection pays for its set-up: left out, except in the
+        # paced case, where every stream has a connection of its own
+        "requests": [r for c in conns for r in (c.results if args.fresh else c.results[1:])],
         "answered": sum(len(c.results) for c in conns),
         "load_cpu": resource.getrusage(resource.RUSAGE_SELF)[:2],
     }
@@ -365,7 +374,7 @@ class Proxy:
 
 def load(
     port: int, target: str, path: str, workers: int, seconds: float, tokens: int,
-    requests: int = 0, plain: bool = False, tmp: Path = Path("/tmp"),
+    requests: int = 0, plain: bool = False, tmp: Path = Path("/tmp"), fresh: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     out = tmp / "load.json"
     argv = [PY, __file__, "--load", "--port", str(port), "--target", target, "--path", path,
@@ -373,6 +382,8 @@ def load(
             "--requests", str(requests), "--out", str(out)]  # fmt: skip
     if plain:
         argv.append("--plain")
+    if fresh:
+        argv.append("--fresh")
     subprocess.run(argv, check=True, timeout=seconds + 120)
     return dict(json.loads(out.read_text()))
 
@@ -414,7 +425,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         argv.append("--text-completions")  # a simulator that serves /v1/complete only if asked
     sim = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
     wait_port(sim_port)
-    out: dict[str, Any] = {"churn": {}, "single": {}, "cpu": {}, "builds": list(builds)}
+    out: dict[str, Any] = {
+        "churn": {}, "paced": {}, "single": {}, "cpu": {}, "builds": list(builds),
+    }  # fmt: skip
     try:
         for path in ("messages", "complete"):
             proxies = {b: Proxy(tree, sim_port, path, log) for b, tree in builds.items()}
@@ -462,6 +475,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               f"bad {s['bad']}, load generator CPU "
                               f"{sum(data['load_cpu']) / data['wall'] * 100:.0f} % of a core",
                               flush=True)  # fmt: skip
+                # the paced case: 100 streams of 100 tokens at 20 ms, each on a connection of
+                # its own, started over 1 s (bench/run.py's latency case), in alternating order
+                for rnd in range(args.rounds):
+                    order = ["direct", *builds] if rnd % 2 == 0 else [*reversed(builds), "direct"]
+                    for who in order:
+                        port = sim_port if who == "direct" else proxies[who].port
+                        target = "direct" if who == "direct" else "proxy"
+                        data = load(port, target, path, PACED_STREAMS, 0, PACED_TOKENS,
+                                    requests=1, tmp=tmp, fresh=True)  # fmt: skip
+                        s = summarize(data)
+                        key = f"{path}/{who}"
+                        prev = out["paced"].get(key)
+                        if prev:
+                            for k in ("ttft", "gaps", "total"):
+                                prev[k] += s[k]
+                            for k in ("n", "answered", "bad"):
+                                prev[k] += s[k]
+                        else:
+                            out["paced"][key] = s
+                        print(f"paced: {path:<8} {who:<6} {s['n']:>4} streams, ttft p50 "
+                              f"{pct(s['ttft'], 50) * 1e3:.2f} ms, gap p99 "
+                              f"{pct(s['gaps'], 99) * 1e3:.2f} ms, bad {s['bad']}", flush=True)
                 # one at a time: non-streaming completions on this path, and pass-through
                 kinds = [("plain", path)] + ([("passthrough", "passthrough")]
                                              if path == "messages" else [])  # fmt: skip
@@ -519,6 +554,17 @@ def table(r: dict[str, Any]) -> str:
         for name, f, target in figures:
             cells = " | ".join(f(c[f"{path}/{b}"]) for b in builds)
             rows.append(f"| {names[path]} | {name} | {cells} | {target} |")
+    p = r["paced"]
+    for path in ("messages", "complete"):
+        d = p[f"{path}/direct"]
+        for name, key, q, target in (("added TTFT p50", "ttft", 50, "<= 1"),
+                                     ("added gap p99", "gaps", 99, "")):  # fmt: skip
+            cells = " | ".join(ms(pct(p[f"{path}/{b}"][key], q) - pct(d[key], q)) for b in builds)
+            rows.append(f"| paced, {PACED_STREAMS} streams on their own connections, "
+                        f"{names[path]} | {name}, ms (direct: {ms(pct(d[key], q))}) | "
+                        f"{cells} | {target} |")  # fmt: skip
+        cells = " | ".join(str(p[f"{path}/{b}"]["bad"]) for b in builds)
+        rows.append(f"| paced, {names[path]} | failed or incomplete | {cells} | 0 |")
     s = r["single"]
     singles = (
         ("messages/plain", "non-streaming completion, Messages"),
@@ -556,7 +602,9 @@ process) paces events {PACE * 1000:.0f} ms apart and ends the body {LINGER * 100
 last event. Paired in the same run with the direct path (the simulator asked in 2023-06-01 on its
 own endpoint); added = proxy minus direct. TTFT: the request's write to the first event carrying
 text. Proxy CPU: /proc/<pid>/stat user + system over the run, divided by the requests answered.
-One at a time: {args.single} requests on one kept-alive connection. Load average (1/5/15 min)
+Paced: {PACED_STREAMS} streams of {PACED_TOKENS} tokens at {PACE * 1000:.0f} ms, each on a new
+connection, started over 1 s ({args.rounds} rounds, pooled). One at a time: {args.single}
+requests on one kept-alive connection. Load average (1/5/15 min)
 before the run: {r["load_before"]}; after: {r["load_after"]}.{columns}
 {args.note}
 
@@ -588,6 +636,7 @@ def main() -> None:
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:

@@ -139,6 +139,9 @@ class Stack:
             "LEGACY_PROXY_ADMIN_PORT": str(self.admin_port),
             "LEGACY_PROXY_LOG_LEVEL": "warning",
             "LEGACY_PROXY_LIMITS_MAX_STREAMS": "20000",
+            # the paths compared here all carry Text Completions (nginx and direct relay the
+            # simulator's 2023-06-01 /v1/complete); bench/churn.py measures both upstream paths
+            "LEGACY_PROXY_COMPLETE_UPSTREAM": "complete",
         }
         self.proxy = subprocess.Popen(
             [PY, "-m", "proxy"], cwd=ROOT, env=env, stdout=log, stderr=log
