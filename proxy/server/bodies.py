@@ -44,14 +44,21 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     wire_limit = limit + limit // 64 + 1024 if codings else limit
     if request.content_length is not None and request.content_length > wire_limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > wire_limit:
+    content = request.content
+    if content.is_eof():
+        # all of it is here (it came with the head): one call, no async iteration
+        body = content.read_nowait()
+        if len(body) > wire_limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        parts.append(chunk)
-    body = b"".join(parts)
+    else:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in content.iter_chunked(READ_CHUNK):
+            size += len(chunk)
+            if size > wire_limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            parts.append(chunk)
+        body = b"".join(parts)
     for coding in reversed(codings):  # listed in the order they were applied
         body = inflate_request(body, coding, limit)
     return body
