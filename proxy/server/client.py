@@ -30,6 +30,7 @@ class ClientSink:
 
     __slots__ = (
         "_client_write",
+        "_head",
         "_high",
         "_protocol",
         "_resp",
@@ -54,6 +55,9 @@ class ClientSink:
         self._transport = request.transport
         self._protocol: Any = request.protocol
         self.accounted = 0
+        # the response headers, prepared and not sent: they wait for the first write and leave
+        # with it (streaming._EventStream), so that write must fit with them (0 once written)
+        self._head = 0 if getattr(resp, "_send_headers_immediately", True) else _head_size(resp)
 
     def buffered(self) -> int:
         """Bytes handed to the client transport and not yet sent (0 once it is gone)."""
@@ -85,7 +89,7 @@ class ClientSink:
         return (
             protocol is not None
             and not protocol.writing_paused
-            and self.buffered() + size + _CHUNK_FRAMING <= self._high
+            and self.buffered() + size + self._head + _CHUNK_FRAMING <= self._high
         )
 
     async def write(self, data: bytes, *, last: bool = False) -> None:
@@ -99,7 +103,8 @@ class ClientSink:
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
             await send
         else:
-            await self._progress(asyncio.ensure_future(send), len(data))
+            await self._progress(asyncio.ensure_future(send), len(data) + self._head)
+        self._head = 0  # the headers left with these bytes (or before them)
         # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
         # did not reach a client then, and the stream must not count as delivered (rule 8)
         self._gone_check()
@@ -154,6 +159,14 @@ class ClientSink:
     def _gone_check(self) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the client went away")
+
+
+def _head_size(resp: web.StreamResponse) -> int:
+    """The size of ``resp``'s status line and headers (prepared: aiohttp's own are included)."""
+    size = 15 + len(resp.reason or "")  # "HTTP/1.1 200 OK\r\n", and the blank line
+    for name, value in resp.headers.items():
+        size += len(name) + len(value.encode()) + 4
+    return size
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

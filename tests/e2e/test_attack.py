@@ -1,0 +1,100 @@
+"""Attacks on the direct-write pump (fa97208): cases its checks did not cover, each pinned by a
+test that failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+from tests.conftest import ProxyFactory
+from tests.e2e.scripted import FINAL, ScriptedUpstream, Stream, completion
+from tests.e2e.test_proxy import LEGACY, STREAM_BODY
+
+
+def _request(body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    return (
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+async def test_headers_that_wait_for_the_first_event_are_counted_against_the_high_water_mark(
+    make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """The response headers now leave with the first event, but ClientSink.fits counted only the
+    event: a first write that fits without its headers and not with them was written as if it
+    could not wait, and on a client whose socket is already full (a kept-alive client that has
+    not read the previous answer) the transport paused and aiohttp's drain waited for the client
+    in the pump itself, with no client_write limit: the stream was never cut (and nothing was
+    read from the upstream meanwhile, rule 7)."""
+    scripted, _ = upstream
+    client, metrics = await make_proxy(timeouts_client_write="2")
+    in_progress = metrics.streams_in_progress.labels("convert")
+
+    def one_write(n: int) -> Stream:
+        # the whole answer with the upstream's headers: the pump writes it in one send
+        return Stream([completion(" " + "x" * n) + FINAL], headers_with_first=True)
+
+    async def settled() -> bool:
+        for _ in range(100):
+            if in_progress._value.get() == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    # calibrate: the legacy output's size for a text of n characters is base + 2 n
+    scripted.script = one_write(1000)
+    resp = await client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY)
+    base = len(await resp.read()) - 2 * 1001
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.port))
+    try:
+        # the calibration's connection is kept alive: ours is the one from this socket
+        scripted.script = one_write(10)
+        sock.send(_request(STREAM_BODY))
+        assert await settled()
+        await asyncio.sleep(0.05)
+        runner = client.server.runner
+        assert runner is not None and runner.server is not None
+        server = runner.server
+        (transport,) = [
+            h.transport
+            for h in server.connections
+            if h.transport is not None
+            and h.transport.get_extra_info("peername") == sock.getsockname()
+        ]
+        # a small kernel send buffer (loopback's grows to megabytes): a few unread answers fill it
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        held = 0
+        for _ in range(20):
+            # answers the client does not read, until the kernel's buffers are full and the rest
+            # waits in the transport (under the high-water mark: those streams still end ok)
+            scripted.script = one_write(5_000)
+            sock.send(_request(STREAM_BODY))
+            await asyncio.sleep(0.05)
+            assert await settled()
+            held = transport.get_write_buffer_size()
+            if held:
+                break
+        assert held > 0, "the kernel took every answer: nothing to test"
+        # then an answer that fits under the mark by itself, not with its headers
+        high = 65536
+        n = (high - held - 40 - base) // 2
+        assert n > 1000
+        scripted.script = one_write(n - 1)
+        sock.send(_request(STREAM_BODY))
+        for _ in range(100):  # until the proxy has taken it up
+            if in_progress._value.get() == 1:
+                break
+            await asyncio.sleep(0.01)
+        # the client reads nothing: it must be cut after timeouts.client_write (2 s), or its
+        # answer handed over whole; the stream must not stay open for ever
+        assert await settled(), "a client that reads nothing held its stream past client_write"
+    finally:
+        sock.close()
