@@ -166,6 +166,10 @@ class ClientWriter:
                     # the client is behind: wait until it drains to the low-water mark, then
                     # take the held event whatever the room (no busy loop at the boundary)
                     await self.sink.writable()
+                    if self._parts:
+                        # queued while we waited, so older than the held event (rendered when
+                        # taken): they go first, the held event after them
+                        continue
                     conv.room = self.sink.room(0)
                     data = conv.take_pending()
                     if not data:

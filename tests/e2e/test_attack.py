@@ -98,3 +98,95 @@ async def test_headers_that_wait_for_the_first_event_are_counted_against_the_hig
         assert await settled(), "a client that reads nothing held its stream past client_write"
     finally:
         sock.close()
+
+
+class _HeldSink:
+    """A client transport that is paused until the test lets it drain (``drained``), records
+    what is written, and reports the room the test sets."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.free = 0
+        self.drained = asyncio.Event()
+
+    def fits(self, size: int) -> bool:
+        return False
+
+    def room(self, queued: int) -> int:
+        return self.free - queued
+
+    async def writable(self) -> None:
+        await self.drained.wait()
+
+    async def write(self, data: bytes, *, last: bool = False) -> None:
+        self.written.append(data)
+
+    def release(self) -> None:
+        pass
+
+
+async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_held_event() -> (
+    None
+):
+    """The writer task, with nothing queued and an event held, waits for the client to drain and
+    then sends the held event. Meanwhile the pump may have queued an event (rendered while the
+    client had room: the transport is paused until it is under the low-water mark, so room
+    appears before the wait ends) and then begun holding again: the held event, rendered at
+    take time, is newer than that queued one, and was written before it. A legacy client saw
+    its cumulative text shrink; a 2023-06-01 client got its increments out of order, a garbled
+    text (found against the real process with a reader that pauses at random)."""
+    from proxy.convert import StreamConverter
+    from proxy.server.streaming import ClientWriter
+
+    for client_format in ("legacy", "modern"):
+        conv = StreamConverter("messages", client_format=client_format)
+        sink = _HeldSink()
+        writer = object.__new__(ClientWriter)
+        writer.sink = sink  # type: ignore[assignment]
+        writer._conv = conv
+        writer._hist = type("H", (), {"observe": lambda self, v: None})()
+        writer._parts, writer._queued, writer._first_t = [], 0, None
+        writer.task = None
+        writer.started = writer.failed = writer.silent = writer.delivered_end = False
+        writer.bytes_written = 0
+
+        def sse(name: str, obj: dict[str, Any]) -> bytes:
+            return f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode()
+
+        def delta(text: str) -> bytes:
+            return sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0,
+                 "delta": {"type": "text_delta", "text": text}},
+            )  # fmt: skip
+
+        start = sse(
+            "message_start", {"type": "message_start", "message": {"id": "m", "model": "x"}}
+        ) + sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+        )  # fmt: skip
+        conv.room = 0
+        await writer.send(conv.feed(start + delta(" one")), 0.0)  # held: the task starts
+        await asyncio.sleep(0)  # the task waits for the client
+        conv.room = 10_000  # the client drained a little: this one is rendered and queued
+        await writer.send(conv.feed(delta(" two")), 0.0)
+        conv.room = 0
+        await writer.send(conv.feed(delta(" three")), 0.0)  # held again
+        sink.free = 10_000
+        sink.drained.set()
+        await writer.wait(5)
+        end = sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}})
+        await writer.send(conv.feed(end + sse("message_stop", {"type": "message_stop"})), 0.0)
+        await writer.wait(5)
+        texts = [
+            json.loads(line[6:])["completion"]
+            for line in b"".join(sink.written).decode().split("\n")
+            if line.startswith("data: {")
+        ]
+        if client_format == "legacy":
+            assert texts == sorted(texts, key=len), texts  # cumulative: never shrinks
+            assert texts[-1] == " one two three"
+        else:
+            assert "".join(texts) == " one two three", texts
