@@ -1,5 +1,5 @@
-"""Attacks on the direct-write pump (fa97208): cases its checks did not cover, each pinned by a
-test that failed before its fix."""
+"""The client writer of converted streams (the pump writing directly, the writer task behind a
+slow client): cases found by attacking it, each pinned by a test that failed before its fix."""
 
 from __future__ import annotations
 
