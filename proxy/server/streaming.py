@@ -118,8 +118,10 @@ class ClientWriter:
     async def headers_out(self) -> None:
         """Send the response headers now if no event has taken them yet. They wait for the
         first event, to leave in the same send (one send fewer per stream), but never for the
-        upstream: the pump calls this before it first waits on the upstream's body."""
-        if not self.started and self.task is None:
+        upstream: the pump calls this before it first waits on the upstream's body. Nor for the
+        client: one that has not read an earlier answer on its connection gets them with the
+        first event, which the writer task times (issue 14)."""
+        if not self.started and self.task is None and self.sink.fits(0):
             self.started = True
             try:
                 await self.sink.write(b"")

@@ -190,3 +190,21 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
             assert texts[-1] == " one two three"
         else:
             assert "".join(texts) == " one two three", texts
+
+
+async def test_headers_never_make_the_pump_wait_for_a_client_that_is_behind() -> None:
+    """The headers leave before the pump first waits on the upstream, unless the client has not
+    read what its connection already holds: then they wait for the first event, which the writer
+    task times (a wait in the pump itself would stop the upstream being read, rule 7, and its
+    SilentClient would escape the stream's own handling)."""
+    from proxy.convert import StreamConverter
+    from proxy.server.streaming import ClientWriter
+
+    sink = _HeldSink()  # fits nothing: the client is behind
+    writer = object.__new__(ClientWriter)
+    writer.sink = sink  # type: ignore[assignment]
+    writer._conv = StreamConverter("messages")
+    writer.task = None
+    writer.started = writer.failed = False
+    await asyncio.wait_for(writer.headers_out(), 1)
+    assert sink.written == [] and not writer.started and not writer.failed
