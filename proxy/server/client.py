@@ -30,7 +30,6 @@ class ClientSink:
 
     __slots__ = (
         "_client_write",
-        "_head",
         "_high",
         "_protocol",
         "_resp",
@@ -55,9 +54,6 @@ class ClientSink:
         self._transport = request.transport
         self._protocol: Any = request.protocol
         self.accounted = 0
-        # the response headers, prepared and not sent: they wait for the first write and leave
-        # with it (streaming._EventStream), so that write must fit with them (0 once written)
-        self._head = 0 if getattr(resp, "_send_headers_immediately", True) else _head_size(resp)
 
     def buffered(self) -> int:
         """Bytes handed to the client transport and not yet sent (0 once it is gone)."""
@@ -82,29 +78,23 @@ class ClientSink:
         if self._transport is not None:
             self._transport.abort()
 
-    def fits(self, size: int) -> bool:
-        """Whether ``size`` bytes can be written now without any wait: the transport is not
-        paused and stays under its high-water mark with them, so it does not pause either."""
-        protocol = self._protocol
-        return (
-            protocol is not None
-            and not protocol.writing_paused
-            and self.buffered() + size + self._head + _CHUNK_FRAMING <= self._high
-        )
-
     async def write(self, data: bytes, *, last: bool = False) -> None:
         """``resp.write`` (``resp.write_eof`` when ``last``: nothing follows ``data``), which
         waits while the client is behind, cut short when the client accepts nothing for
         ``timeouts.client_write``."""
         resp = self._resp
         send = resp.write_eof(data) if last else resp.write(data)
-        if self.fits(len(data)):
+        protocol = self._protocol
+        if (
+            protocol is not None
+            and not protocol.writing_paused
+            and self.buffered() + len(data) + _CHUNK_FRAMING <= self._high
+        ):
             # cannot wait: the transport stays under its high-water mark, so it does not pause,
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
             await send
         else:
-            await self._progress(asyncio.ensure_future(send), len(data) + self._head)
-        self._head = 0  # the headers left with these bytes (or before them)
+            await self._progress(asyncio.ensure_future(send), len(data))
         # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
         # did not reach a client then, and the stream must not count as delivered (rule 8)
         self._gone_check()
@@ -159,14 +149,6 @@ class ClientSink:
     def _gone_check(self) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the client went away")
-
-
-def _head_size(resp: web.StreamResponse) -> int:
-    """The size of ``resp``'s status line and headers (prepared: aiohttp's own are included)."""
-    size = 15 + len(resp.reason or "")  # "HTTP/1.1 200 OK\r\n", and the blank line
-    for name, value in resp.headers.items():
-        size += len(name) + len(value.encode()) + 4
-    return size
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -1,13 +1,11 @@
 """A converted stream: the upstream body through a StreamConverter to the client. SHELL.
 
-The pump reads the upstream and feeds the converter, and writes each feed's output to the client
-itself while the client keeps up; once the client is behind, a writer task takes over the
-writing until it has caught up (spec rule 7: reading never waits for the client). Before every
-feed the pump tells the converter how much room the client has (``limits.write_high_water_bytes``
-less what its transport and the writer's queue already hold); past that room the converter holds
-only the latest snapshot (a 2023-06-01 client: one merged increment), so one upstream read of N
-events never becomes N snapshots in memory. The writer task sends the held event once the client
-drains.
+It runs as two coroutines (spec rule 7): the pump reads the upstream and feeds the converter; the
+writer task writes to the client. Reading never waits for the client. Before every feed the pump
+tells the converter how much room the client has (``limits.write_high_water_bytes`` less what
+its transport and the writer's queue already hold); past that room the converter holds only the
+latest snapshot (a 2023-06-01 client: one merged increment), so one upstream read of N events
+never becomes N snapshots in memory. The writer sends the held event once the client drains.
 
 Memory per stream, whatever the reader's speed or the upstream's bursts: the running text (held
 once), plus at most the high-water mark, one event and the ending in the transport and queue.
@@ -32,29 +30,21 @@ from proxy.server.relay import SSE_HEADERS, Deps, end_abnormally, write_eof
 
 
 class ClientWriter:
-    """The client half of a converted stream (see the module docstring).
-
-    The pump hands it each feed's output (``send``). While the client keeps up, the common case,
-    the bytes are written right there, in the pump's own step: no second task and no wake-up per
-    event (issue 18: each hop between the two coroutines cost a loop iteration and a future per
-    event). When the client is behind (its transport paused or near the high-water mark, or bytes
-    already queued, or the converter holding an event), the bytes are queued and a writer task,
-    started then, writes them as the client drains, so reading never waits for the client
-    (rule 7). The task ends once it has caught up, and the pump writes directly again."""
+    """The writer half of a converted stream (see the module docstring)."""
 
     __slots__ = (
         "_conv",
+        "_done",
         "_first_t",
         "_hist",
         "_parts",
         "_queued",
+        "_wake",
         "bytes_written",
         "delivered_end",
         "failed",
         "silent",
         "sink",
-        "started",
-        "task",
     )
 
     def __init__(
@@ -76,9 +66,8 @@ class ClientWriter:
         self._parts: list[bytes] = []
         self._queued = 0
         self._first_t: float | None = None
-        # the writer task while the client is behind; None while the pump writes itself
-        self.task: asyncio.Task[None] | None = None
-        self.started = False  # the response headers were written (alone or with an event)
+        self._wake = asyncio.Event()
+        self._done = False
         self.failed = False
         self.silent = False
         self.bytes_written = 0
@@ -89,103 +78,72 @@ class ClientWriter:
         """What the converter may still hand over before it holds (issue 14)."""
         return self.sink.room(self._queued)
 
-    async def send(self, data: bytes, arrived: float) -> None:
-        """One feed's output, ``arrived`` when its upstream bytes did. Never waits for the
-        client: written now when the transport takes it without waiting, queued otherwise."""
-        if self.task is None:
-            conv = self._conv
-            if not conv.has_pending:
-                if not data:
-                    return
-                if self.sink.fits(len(data)):
-                    self._hist.observe(time.perf_counter() - arrived)
-                    try:
-                        await self._write(data)
-                    except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
-                        self.failed = True  # the client went away; the route notices
-                    return
-            elif not data and conv.finished:
-                return
-            # behind, or the converter began holding an event: the task delivers it (and times
-            # the client) once the client drains
-            self.task = asyncio.create_task(self._run())
+    def push(self, data: bytes, arrived: float) -> None:
         if data:
             self._parts.append(data)
             self._queued += len(data)
             if self._first_t is None:
                 self._first_t = arrived
+            self._wake.set()
+        elif self._conv.has_pending:
+            # the converter began holding and handed over nothing: the writer must wait for the
+            # client (and time it) to deliver the held event, not sleep until the next bytes
+            self._wake.set()
 
-    async def headers_out(self) -> None:
-        """Send the response headers now if no event has taken them yet. They wait for the
-        first event, to leave in the same send (one send fewer per stream), but never for the
-        upstream: the pump calls this before it first waits on the upstream's body. Nor for the
-        client: one that has not read an earlier answer on its connection gets them with the
-        first event, which the writer task times (issue 14)."""
-        if not self.started and self.task is None and self.sink.fits(0):
-            self.started = True
-            try:
-                await self.sink.write(b"")
-            except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
-                self.failed = True
+    def finish(self) -> None:
+        self._done = True
+        self._wake.set()
 
-    async def _write(self, data: bytes) -> None:
-        # push() and the converter's finishing happen in one step of the reader, so once it is
-        # finished its last bytes are in ``data`` or were written before; the final event ends
-        # the body in the same send as the chunked terminator (sends are the largest share of
-        # the proxy's CPU per short stream)
-        ends_ok = self._conv.outcome == "ok"
-        self.started = True
-        await self.sink.write(data, last=ends_ok)
-        self.bytes_written += len(data)
-        self.delivered_end = ends_ok
-
-    async def wait(self, within: float | None = None) -> None:
-        """Until what was handed over has been written (or the writer failed)."""
-        if self.task is not None:
-            await (asyncio.wait_for(self.task, within) if within else self.task)
-
-    def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         conv = self._conv
         clock = time.perf_counter
         try:
             while True:
-                data = b"".join(self._parts) if self._parts else b""
-                self._parts.clear()
-                self._queued = 0
-                # a held event is never older than what is queued: the converter holds only
-                # while the client has no room, and an ending supersedes what it holds
-                if conv.has_pending:
-                    conv.room = self.sink.room(len(data))
-                    if conv.room > 0:
-                        data += conv.take_pending()
-                if not data:
-                    if not conv.has_pending or conv.finished:
-                        return  # caught up: the pump writes directly again
-                    # the client is behind: wait until it drains to the low-water mark, then
-                    # take the held event whatever the room (no busy loop at the boundary)
-                    await self.sink.writable()
-                    if self._parts:
-                        # queued while we waited, so older than the held event (rendered when
-                        # taken): they go first, the held event after them
-                        continue
-                    conv.room = self.sink.room(0)
-                    data = conv.take_pending()
+                await self._wake.wait()
+                self._wake.clear()
+                while True:
+                    data = b"".join(self._parts) if self._parts else b""
+                    self._parts.clear()
+                    self._queued = 0
+                    # a held event is never older than what is queued: the converter holds only
+                    # while the client has no room, and an ending supersedes what it holds
+                    if conv.has_pending:
+                        conv.room = self.sink.room(len(data))
+                        if conv.room > 0:
+                            data += conv.take_pending()
                     if not data:
-                        continue
-                if self._first_t is not None:
-                    # handed to the transport synchronously inside write(); any wait after
-                    # that is the client's backpressure, not the proxy's latency
-                    self._hist.observe(clock() - self._first_t)
-                    self._first_t = None
-                await self._write(data)
-                if self._parts:
-                    # bytes that arrived while the client held the write up: the proxy's own
-                    # time for them starts now
-                    self._first_t = clock()
+                        if not conv.has_pending or conv.finished:
+                            break
+                        # the client is behind: wait until it drains to the low-water mark, then
+                        # take the held event whatever the room (no busy loop at the boundary)
+                        await self.sink.writable()
+                        if self._parts:
+                            # queued while we waited, so older than the held event (rendered
+                            # when taken): they go first, the held event after them
+                            continue
+                        conv.room = self.sink.room(0)
+                        data = conv.take_pending()
+                        if not data:
+                            continue
+                    # push() and the converter's finishing happen in one step of the reader, so
+                    # once it is finished its last bytes are in ``data`` or were written before
+                    ends_ok = conv.outcome == "ok"
+                    if self._first_t is not None:
+                        # handed to the transport synchronously inside write(); any wait after
+                        # that is the client's backpressure, not the proxy's latency
+                        self._hist.observe(clock() - self._first_t)
+                        self._first_t = None
+                    # the final event ends the body in the same send as the chunked terminator:
+                    # sends are the largest share of the proxy's CPU per short stream
+                    await self.sink.write(data, last=ends_ok)
+                    self.bytes_written += len(data)
+                    self.delivered_end = ends_ok
+                    if self._parts:
+                        # bytes that arrived while the client held the write up: the proxy's
+                        # own time for them starts now
+                        self._first_t = clock()
+                if self._done:
+                    return
         except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
             # the client went away; the route notices through `failed` or its cancellation
             self.failed = True
@@ -193,18 +151,7 @@ class ClientWriter:
             self.failed = self.silent = True
             self.sink.abort()
         finally:
-            self.task = None
-            if self.failed:
-                self.sink.release()
-
-
-class _EventStream(web.StreamResponse):
-    """The response headers wait in aiohttp's writer for the first body bytes and leave in the
-    same send (aiohttp 3.12 and later; ``web.Response`` does the same for its body). Earlier
-    versions send them at ``prepare``, as before. ``ClientWriter.headers_out`` makes sure they
-    never wait for the upstream."""
-
-    _send_headers_immediately = False
+            self.sink.release()
 
 
 async def stream_converted(
@@ -217,7 +164,7 @@ async def stream_converted(
     """Answer ``request`` with ``up``'s event stream converted by ``conv``, and settle the
     exchange's outcome by rule 8: ok once the final event reached the client transport."""
     inflater = Inflater.for_response(up)
-    resp = _EventStream(status=200, headers={**SSE_HEADERS, **deps.deprecation})
+    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **deps.deprecation})
     if "request-id" in up.headers:
         resp.headers["request-id"] = up.headers["request-id"]
     await resp.prepare(request)
@@ -225,6 +172,7 @@ async def stream_converted(
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=deps.settings.limits.write_high_water_bytes)
     writer = ClientWriter(request, resp, conv, deps)
+    writer_task = asyncio.create_task(writer.run())
     state = deps.state
     deadline = False
     try:
@@ -234,17 +182,18 @@ async def stream_converted(
             if not state.deadline_cancel():
                 raise
             deadline = True  # shutdown's drain deadline passed (spec rule 6)
-            await writer.send(conv.abort("drain_deadline"), time.perf_counter())
+            writer.push(conv.abort("drain_deadline"), time.perf_counter())
+        writer.finish()
         try:
             # past the deadline the error event gets a moment, not the client's pace
-            await writer.wait(1.0 if deadline else None)
+            await (asyncio.wait_for(writer_task, 1.0) if deadline else writer_task)
         except TimeoutError:
             writer.failed = True
         except asyncio.CancelledError:
             if not state.deadline_cancel():
                 raise
             deadline = True  # the client was behind when the drain deadline passed
-            writer.cancel()
+            writer_task.cancel()
             writer.failed = True
         if conv.failed or writer.failed or not writer.delivered_end:
             end_abnormally(request)
@@ -254,7 +203,8 @@ async def stream_converted(
             ex.upstream_tail = True
         return resp
     finally:
-        writer.cancel()
+        if not writer_task.done():
+            writer_task.cancel()
         stats = conv.stats()
         ex.events_in = sum(stats.events_in.values())
         ex.events_out = sum(stats.events_out.values())
@@ -317,44 +267,32 @@ async def _pump(
     idle: float,
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    content = up.content
-    limit = _IdleLimit(loop, content, idle)
+    limit = _IdleLimit(loop, up.content, idle)
     connection = up.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = None  # the request sets it again on reuse
     clock = time.perf_counter
-    send = writer.send
+    push = writer.push
     feed = conv.feed
     room = writer.room
     try:
-        # what came in with the upstream's headers (Messages: message_start, a ping) is
-        # converted before the client's headers leave, so they can share a send
-        chunk = content.read_nowait()
-        while True:
-            if chunk:
-                limit.last = t = clock()
-                if inflater is None:
+        async for chunk in up.content.iter_any():
+            limit.last = t = clock()
+            if inflater is None:
+                conv.room = room()
+                push(feed(chunk), t)
+            else:
+                for piece in inflater.pieces(chunk):
                     conv.room = room()
-                    await send(feed(chunk), t)
-                else:
-                    for piece in inflater.pieces(chunk):
-                        conv.room = room()
-                        await send(feed(piece), t)
-                if conv.finished or writer.failed:
-                    return
-            if not writer.started:
-                await writer.headers_out()  # never held while the upstream is quiet
-                if writer.failed:
-                    return
-            chunk = await content.readany()
-            if not chunk:
-                break
-        await send(conv.close(), clock())
+                    push(feed(piece), t)
+            if conv.finished or writer.failed:
+                return
+        push(conv.close(), clock())
     except aiohttp.ServerTimeoutError:
-        await send(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
+        push(conv.abort("upstream_timeout"), clock())  # silent past the idle limit
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-        await send(conv.abort("upstream_closed"), clock())
+        push(conv.abort("upstream_closed"), clock())
     except UpstreamError:  # a corrupt compressed body
-        await send(conv.abort("invalid_event"), clock())
+        push(conv.abort("invalid_event"), clock())
     finally:
         limit.cancel()

@@ -1,5 +1,5 @@
-"""The client writer of converted streams (the pump writing directly, the writer task behind a
-slow client): cases found by attacking it, each pinned by a test that failed before its fix."""
+"""The client writer of converted streams: cases found by attacking it against the real
+process, each pinned by a test that failed on the code it was found in."""
 
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ def _request(body: dict[str, Any]) -> bytes:
     ).encode() + data
 
 
-async def test_headers_that_wait_for_the_first_event_are_counted_against_the_high_water_mark(
+async def test_a_silent_client_with_a_full_socket_is_cut_whatever_its_first_write(
     make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
-    """The response headers now leave with the first event, but ClientSink.fits counted only the
-    event: a first write that fits without its headers and not with them was written as if it
-    could not wait, and on a client whose socket is already full (a kept-alive client that has
-    not read the previous answer) the transport paused and aiohttp's drain waited for the client
-    in the pump itself, with no client_write limit: the stream was never cut (and nothing was
-    read from the upstream meanwhile, rule 7)."""
+    """A kept-alive client whose socket is already full (it has not read earlier answers) and
+    that reads nothing more: its next stream is cut after timeouts.client_write, whatever the
+    size of its first write. Found against a version that sent the response headers with the
+    first event but left them out of the high-water check: that write was taken for one that
+    cannot wait, and waited for the client in the pump, with no limit and the upstream unread."""
     scripted, _ = upstream
     client, metrics = await make_proxy(timeouts_client_write="2")
     in_progress = metrics.streams_in_progress.labels("convert")
@@ -146,9 +145,10 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
         writer._conv = conv
         writer._hist = type("H", (), {"observe": lambda self, v: None})()
         writer._parts, writer._queued, writer._first_t = [], 0, None
-        writer.task = None
-        writer.started = writer.failed = writer.silent = writer.delivered_end = False
+        writer._wake, writer._done = asyncio.Event(), False
+        writer.failed = writer.silent = writer.delivered_end = False
         writer.bytes_written = 0
+        task = asyncio.create_task(writer.run())
 
         def sse(name: str, obj: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode()
@@ -168,18 +168,19 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
              "content_block": {"type": "text", "text": ""}},
         )  # fmt: skip
         conv.room = 0
-        await writer.send(conv.feed(start + delta(" one")), 0.0)  # held: the task starts
-        await asyncio.sleep(0)  # the task waits for the client
+        writer.push(conv.feed(start + delta(" one")), 0.0)  # held
+        await asyncio.sleep(0.01)  # the writer waits for the client
         conv.room = 10_000  # the client drained a little: this one is rendered and queued
-        await writer.send(conv.feed(delta(" two")), 0.0)
+        writer.push(conv.feed(delta(" two")), 0.0)
         conv.room = 0
-        await writer.send(conv.feed(delta(" three")), 0.0)  # held again
+        writer.push(conv.feed(delta(" three")), 0.0)  # held again
         sink.free = 10_000
         sink.drained.set()
-        await writer.wait(5)
+        await asyncio.sleep(0.01)
         end = sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}})
-        await writer.send(conv.feed(end + sse("message_stop", {"type": "message_stop"})), 0.0)
-        await writer.wait(5)
+        writer.push(conv.feed(end + sse("message_stop", {"type": "message_stop"})), 0.0)
+        writer.finish()
+        await asyncio.wait_for(task, 5)
         texts = [
             json.loads(line[6:])["completion"]
             for line in b"".join(sink.written).decode().split("\n")
@@ -191,20 +192,3 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
         else:
             assert "".join(texts) == " one two three", texts
 
-
-async def test_headers_never_make_the_pump_wait_for_a_client_that_is_behind() -> None:
-    """The headers leave before the pump first waits on the upstream, unless the client has not
-    read what its connection already holds: then they wait for the first event, which the writer
-    task times (a wait in the pump itself would stop the upstream being read, rule 7, and its
-    SilentClient would escape the stream's own handling)."""
-    from proxy.convert import StreamConverter
-    from proxy.server.streaming import ClientWriter
-
-    sink = _HeldSink()  # fits nothing: the client is behind
-    writer = object.__new__(ClientWriter)
-    writer.sink = sink  # type: ignore[assignment]
-    writer._conv = StreamConverter("messages")
-    writer.task = None
-    writer.started = writer.failed = False
-    await asyncio.wait_for(writer.headers_out(), 1)
-    assert sink.written == [] and not writer.started and not writer.failed

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.http_writer import StreamWriter
 
 from proxy.server.app import UPSTREAM_KEY
 from tests.conftest import ProxyFactory
@@ -267,45 +266,11 @@ async def test_a_kept_alive_clients_next_request_does_not_wait_for_the_upstreams
     assert len(tails) == 0
 
 
-async def test_the_response_headers_share_a_send_with_the_first_event(
-    make_proxy: ProxyFactory,
-    upstream: tuple[ScriptedUpstream, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Sends are the largest share of the proxy's CPU per short stream (issue 18): when the
-    upstream's headers and first event arrive together (a Messages stream's message_start and
-    ping do), the client's headers and first event leave in one send."""
-    scripted, _ = upstream
-    scripted.script = Stream([completion(" Hello"), "stall"], headers_with_first=True)
-    sends: list[bytes] = []
-    real_write, real_writelines = StreamWriter._write, StreamWriter._writelines
-
-    def write(self: StreamWriter, chunk: bytes) -> None:
-        sends.append(bytes(chunk))
-        real_write(self, chunk)
-
-    def writelines(self: StreamWriter, chunks: list[bytes]) -> None:
-        sends.append(b"".join(chunks))
-        real_writelines(self, chunks)
-
-    monkeypatch.setattr(StreamWriter, "_write", write)
-    monkeypatch.setattr(StreamWriter, "_writelines", writelines)
-    client, _ = await make_proxy()
-    resp = await asyncio.wait_for(client.post("/v1/complete", json=STREAM_BODY, headers=LEGACY), 10)
-    first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 10)
-    resp.close()
-    assert b'"completion":" Hello"' in first
-    # the proxy's own responses carry its content type with the charset; the upstream's do not
-    ours = [s for s in sends if s.startswith(b"HTTP/1.1 200") and b"charset=utf-8" in s]
-    assert len(ours) == 1
-    assert ours[0].endswith(first + b"\r\n")
-
-
 async def test_the_response_headers_never_wait_for_a_quiet_upstream(
     make_proxy: ProxyFactory, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
-    """The headers wait for the first event only while the upstream has bytes ready: an upstream
-    that answers its headers and then thinks (or stalls) must not hold the client's headers."""
+    """An upstream that answers its headers and then thinks (or stalls) must not hold the
+    client's headers."""
     scripted, _ = upstream
     scripted.script = Stream(["stall"])
     client, _ = await make_proxy()
