@@ -174,7 +174,7 @@ async def wait_ready(url: str) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def main(n: int, slow: int) -> dict[str, float]:
+async def main(n: int, slow: int = 0) -> dict[str, float]:
     sim_port, port, admin = free_port(), free_port(), free_port()
     sim = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -232,7 +232,8 @@ async def main(n: int, slow: int) -> dict[str, float]:
             for r in responses:
                 r.close()
             await asyncio.sleep(2.0)
-            slow_r = await slow_case(session, port, sim_port, proxy.pid, slow)
+            # slow=0: only the fast-reader figures (bench/run.py's memory line)
+            slow_r = await slow_case(session, port, sim_port, proxy.pid, slow) if slow else {}
     finally:
         for p in (proxy, sim):
             p.send_signal(signal.SIGTERM)
@@ -243,7 +244,7 @@ async def main(n: int, slow: int) -> dict[str, float]:
         "loaded_mb": loaded / 1e6,
         "per_stream_kib": (loaded - idle) / n / 1024,
         **slow_r,
-        **await burst_case(),
+        **(await burst_case() if slow else {}),
     }
 
 
