@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chunked import Dechunker  # bench/chunked.py: the scripts run with bench/ on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
@@ -105,9 +107,7 @@ class Conn(asyncio.Protocol):
         self.in_body = False
         self.chunked = False
         self.length = 0  # Content-Length bodies: bytes left
-        self.need = 0
-        self.skip = 0
-        self.last_chunk = False
+        self.chunks = Dechunker()
         self.ended = False
         self.events = b""
         self.stamps: list[float] = []
@@ -140,7 +140,8 @@ class Conn(asyncio.Protocol):
                 m = re.search(rb"content-length: *(\d+)", head)
                 self.length = int(m.group(1)) if m else 0
         if self.chunked:
-            body = self._dechunk(data)
+            body = self.chunks.feed(data)
+            self.ended = self.chunks.ended
         else:
             body = data[: self.length]
             self.length -= len(body)
@@ -168,38 +169,6 @@ class Conn(asyncio.Protocol):
             elif b"[DONE]" in block:
                 self.complete = True
         self.events = events[start:]
-
-    def _dechunk(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        if self.buf:
-            data, self.buf = self.buf + data, b""
-        i, size = 0, len(data)
-        while i < size and not self.ended:
-            if self.need:
-                take = min(self.need, size - i)
-                out.append(data[i : i + take])
-                i += take
-                self.need -= take
-                if not self.need:
-                    self.skip = 2
-            elif self.skip:
-                take = min(self.skip, size - i)
-                i += take
-                self.skip -= take
-                if not self.skip and self.last_chunk:
-                    self.ended = True
-            else:
-                j = data.find(b"\r\n", i)
-                if j < 0:
-                    self.buf = data[i:]
-                    break
-                n = int(data[i:j].split(b";", 1)[0], 16)
-                i = j + 2
-                if n == 0:
-                    self.last_chunk = True
-                    self.skip = 2  # the empty trailer's CR LF
-                self.need = n
-        return b"".join(out)
 
     def _finish(self, now: float) -> None:
         stamps = self.stamps

@@ -36,6 +36,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from chunked import Dechunker  # bench/chunked.py: the scripts run with bench/ on sys.path
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dependency of the package
@@ -54,10 +56,7 @@ class Stream(asyncio.Protocol):
         self.head = b""  # response head, until the blank line
         self.status = 0
         self.in_body = False
-        self.need = 0  # bytes left in the current chunk
-        self.skip = 0  # CR LF after a chunk's data
-        self.pending = b""  # an incomplete chunk-size line
-        self.ended = False  # the terminating zero-length chunk arrived
+        self.chunks = Dechunker()
         self.tail = b""  # the body's last bytes, for a blank line or marker cut between reads
         self.stamps: list[float] = []
         self.received = 0
@@ -86,7 +85,7 @@ class Stream(asyncio.Protocol):
             if b"transfer-encoding: chunked" not in head.lower():
                 self._finish("response is not chunked")
                 return
-        body = self._dechunk(data)
+        body = self.chunks.feed(data)
         if body:
             scan = self.tail + body
             n = scan.count(b"\n\n") - self.tail.count(b"\n\n")
@@ -95,7 +94,7 @@ class Stream(asyncio.Protocol):
             if self.done_marker in scan:
                 self.complete = True
             self.tail = scan[-32:]
-        if self.ended:
+        if self.chunks.ended:
             self._finish(None)
         elif self.slow and body and self.transport is not None:
             # a client that reads far slower than events come (its small receive buffer fills)
@@ -105,36 +104,6 @@ class Stream(asyncio.Protocol):
     def _resume(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
-
-    def _dechunk(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        i, size = 0, len(data)
-        if self.pending:
-            data, self.pending = self.pending + data, b""
-            size = len(data)
-        while i < size and not self.ended:
-            if self.need:
-                take = min(self.need, size - i)
-                out.append(data[i : i + take])
-                i += take
-                self.need -= take
-                if not self.need:
-                    self.skip = 2
-            elif self.skip:
-                take = min(self.skip, size - i)
-                i += take
-                self.skip -= take
-            else:
-                j = data.find(b"\r\n", i)
-                if j < 0:
-                    self.pending = data[i:]
-                    break
-                n = int(data[i:j].split(b";", 1)[0], 16)
-                i = j + 2
-                if n == 0:
-                    self.ended = True
-                self.need = n
-        return b"".join(out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
