@@ -341,6 +341,18 @@ class Proxy:
             self.proc.kill()
 
 
+class Relay(Proxy):
+    """The floor (bench/relay.py): the cheapest aiohttp server-plus-client relay of the same
+    requests, no conversion, no limits, logs or metrics: what aiohttp itself costs."""
+
+    def __init__(self, sim_port: int, path: str, log: Any) -> None:
+        self.port = free_port()
+        argv = [PY, str(ROOT / "bench" / "relay.py"), str(self.port),
+                f"http://127.0.0.1:{sim_port}", path]  # fmt: skip
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
+        wait_port(self.port)
+
+
 def load(
     port: int, target: str, path: str, workers: int, seconds: float, tokens: int,
     requests: int = 0, plain: bool = False, tmp: Path = Path("/tmp"), fresh: bool = False,
@@ -387,6 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     builds: dict[str, Path] = {"after": ROOT}
     if args.before:
         builds = {"before": export_tree(args.before, tmp / "before"), "after": ROOT}
+    columns = ["relay", *builds] if args.relay else list(builds)
     sim_port = free_port()
     argv = [PY, "-m", "proxy.simulator", "--port", str(sim_port)]
     sim_help = subprocess.run([*argv, "--help"], cwd=ROOT, capture_output=True, text=True).stdout
@@ -395,18 +408,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
     wait_port(sim_port)
     out: dict[str, Any] = {
-        "churn": {}, "paced": {}, "single": {}, "cpu": {}, "builds": list(builds),
+        "churn": {}, "paced": {}, "single": {}, "cpu": {}, "builds": columns,
     }  # fmt: skip
     try:
         for path in ("messages", "complete"):
             proxies = {b: Proxy(tree, sim_port, path, log) for b, tree in builds.items()}
+            if args.relay:
+                proxies = {"relay": Relay(sim_port, path, log), **proxies}
             try:
                 # warm every process up (imports, first connections), then measure in turn
                 for port in [sim_port, *(p.port for p in proxies.values())]:
                     load(port, "direct" if port == sim_port else "proxy", path, 4, 0.5,
                          args.tokens, tmp=tmp)  # fmt: skip
                 for rnd in range(args.rounds):
-                    order = ["direct", *builds] if rnd % 2 == 0 else [*reversed(builds), "direct"]
+                    order = ["direct", *columns] if rnd % 2 == 0 else [*reversed(columns), "direct"]
                     for who in order:
                         port = sim_port if who == "direct" else proxies[who].port
                         target = "direct" if who == "direct" else "proxy"
@@ -447,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # the paced case: 100 streams of 100 tokens at 20 ms, each on a connection of
                 # its own, started over 1 s (bench/run.py's latency case), in alternating order
                 for rnd in range(args.rounds):
-                    order = ["direct", *builds] if rnd % 2 == 0 else [*reversed(builds), "direct"]
+                    order = ["direct", *columns] if rnd % 2 == 0 else [*reversed(columns), "direct"]
                     for who in order:
                         port = sim_port if who == "direct" else proxies[who].port
                         target = "direct" if who == "direct" else "proxy"
@@ -463,14 +478,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 prev[k] += s[k]
                         else:
                             out["paced"][key] = s
-                        print(f"paced: {path:<8} {who:<6} {s['n']:>4} streams, ttft p50 "
-                              f"{pct(s['ttft'], 50) * 1e3:.2f} ms, gap p99 "
-                              f"{pct(s['gaps'], 99) * 1e3:.2f} ms, bad {s['bad']}", flush=True)
+                        print(
+                            f"paced: {path:<8} {who:<6} {s['n']:>4} streams, ttft p50 "
+                            f"{pct(s['ttft'], 50) * 1e3:.2f} ms, gap p99 "
+                            f"{pct(s['gaps'], 99) * 1e3:.2f} ms, bad {s['bad']}",
+                            flush=True,
+                        )
                 # one at a time: non-streaming completions on this path, and pass-through
                 kinds = [("plain", path)] + ([("passthrough", "passthrough")]
                                              if path == "messages" else [])  # fmt: skip
                 for name, kind in kinds:
-                    for who in ["direct", *builds]:
+                    for who in ["direct", *columns]:
                         port = sim_port if who == "direct" else proxies[who].port
                         target = "direct" if who == "direct" else "proxy"
                         data = load(port, target, kind, 1, 0, args.tokens,
@@ -496,7 +514,8 @@ def ms(x: float) -> str:
 def table(r: dict[str, Any]) -> str:
     builds = r["builds"]
     c = r["churn"]
-    head = "| upstream path | figure | " + " | ".join(builds) + " | target |"
+    labels = {"relay": "bare aiohttp relay (floor)", "before": "before", "after": "after"}
+    head = "| upstream path | figure | " + " | ".join(labels[b] for b in builds) + " | target |"
     rows = [head, "|---|---|" + "---:|" * len(builds) + "---|"]
     names = {"messages": "Messages (headline)", "complete": "Text Completions"}
     for path in ("messages", "complete"):
@@ -557,8 +576,13 @@ def write(r: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
         del argv[i : i + 2]
     command = shlex.join([".venv/bin/python", "bench/churn.py", *argv])
     columns = ""
+    if args.relay:
+        columns += (" Column `bare aiohttp relay (floor)`: bench/relay.py, the cheapest aiohttp"
+                    " server-plus-client relay of the same requests (the upstream's events as"
+                    " they are: no conversion, limits, logs or metrics), what aiohttp alone"
+                    " costs on this machine.")  # fmt: skip
     if args.before:
-        columns = f" Columns: `before` is commit {args.before}, `after` this tree."
+        columns += f" Columns: `before` is commit {args.before}, `after` this tree."
     section = f"""<!-- churn:start -->
 ## Churn: short streams back to back on kept-alive connections (`make bench`)
 
@@ -596,6 +620,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=5)
     ap.add_argument("--single", type=int, default=300, help="requests one at a time")
     ap.add_argument("--before", help="also run the proxy of this commit, side by side")
+    ap.add_argument(
+        "--no-relay",
+        dest="relay",
+        action="store_false",
+        help="leave out the bare aiohttp relay column (bench/relay.py)",
+    )
     ap.add_argument("--write", type=Path, help="replace the churn section of this file")
     ap.add_argument("--note", default="", help="a line for the results (what else was running)")
     # the load process
