@@ -135,7 +135,7 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
     its cumulative text shrink; a 2023-06-01 client got its increments out of order, a garbled
     text (found against the real process with a reader that pauses at random)."""
     from proxy.convert import StreamConverter
-    from proxy.server.streaming import ClientWriter
+    from proxy.server.streaming import ClientWriter, Wakeup
 
     for client_format in ("legacy", "modern"):
         conv = StreamConverter("messages", client_format=client_format)
@@ -145,7 +145,7 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
         writer._conv = conv
         writer._hist = type("H", (), {"observe": lambda self, v: None})()
         writer._parts, writer._queued, writer._first_t = [], 0, None
-        writer._wake, writer._done = asyncio.Event(), False
+        writer._wake, writer._done = Wakeup(asyncio.get_running_loop()), False
         writer.failed = writer.silent = writer.delivered_end = False
         writer.bytes_written = 0
         task = asyncio.create_task(writer.run())
