@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -466,7 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for who in order:
                         port = sim_port if who == "direct" else proxies[who].port
                         target = "direct" if who == "direct" else "proxy"
-                        data = load(port, target, path, PACED_STREAMS, 0, PACED_TOKENS,
+                        data = load(port, target, path, args.paced_streams, 0, args.paced_tokens,
                                     requests=1, tmp=tmp, fresh=True)  # fmt: skip
                         s = summarize(data)
                         key = f"{path}/{who}"
@@ -548,7 +549,7 @@ def table(r: dict[str, Any]) -> str:
         for name, key, q, target in (("added TTFT p50", "ttft", 50, "<= 1"),
                                      ("added gap p99", "gaps", 99, "")):  # fmt: skip
             cells = " | ".join(ms(pct(p[f"{path}/{b}"][key], q) - pct(d[key], q)) for b in builds)
-            rows.append(f"| paced, {PACED_STREAMS} streams on their own connections, "
+            rows.append(f"| paced, {r['paced_streams']} streams on their own connections, "
                         f"{names[path]} | {name}, ms (direct: {ms(pct(d[key], q))}) | "
                         f"{cells} | {target} |")  # fmt: skip
         cells = " | ".join(str(p[f"{path}/{b}"]["bad"]) for b in builds)
@@ -595,10 +596,12 @@ process) paces events {PACE * 1000:.0f} ms apart and ends the body {LINGER * 100
 last event. Paired in the same run with the direct path (the simulator asked in 2023-06-01 on its
 own endpoint); added = proxy minus direct. TTFT: the request's write to the first event carrying
 text. Proxy CPU: /proc/<pid>/stat user + system over the run, divided by the requests answered.
-Paced: {PACED_STREAMS} streams of {PACED_TOKENS} tokens at {PACE * 1000:.0f} ms, each on a new
-connection, started over 1 s ({args.rounds} rounds, pooled). One at a time: {args.single}
+Paced: {args.paced_streams} streams of {args.paced_tokens} tokens at {PACE * 1000:.0f} ms, each on
+a new connection, started over 1 s ({args.rounds} rounds, pooled). One at a time: {args.single}
 requests on one kept-alive connection. Load average (1/5/15 min)
-before the run: {r["load_before"]}; after: {r["load_after"]}.{columns}
+before the run: {r["load_before"]}; after: {r["load_after"]}.
+
+{textwrap.fill(columns.strip(), 100)}
 {args.note}
 
 {table(r)}
@@ -607,8 +610,10 @@ before the run: {r["load_before"]}; after: {r["load_after"]}.{columns}
     pattern = re.compile(r"<!-- churn:start -->.*<!-- churn:end -->", re.S)
     if pattern.search(current):
         current = pattern.sub(lambda _: section, current)
-    else:
+    elif "<!-- bench:end -->" in current:
         current = current.replace("<!-- bench:end -->", "<!-- bench:end -->\n\n" + section, 1)
+    else:
+        current = current.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(current)
 
 
@@ -619,6 +624,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=5)
     ap.add_argument("--single", type=int, default=300, help="requests one at a time")
+    ap.add_argument("--paced-streams", type=int, default=PACED_STREAMS)
+    ap.add_argument("--paced-tokens", type=int, default=PACED_TOKENS)
     ap.add_argument("--before", help="also run the proxy of this commit, side by side")
     ap.add_argument(
         "--no-relay",
@@ -650,6 +657,7 @@ def main() -> None:
     started = time.monotonic()
     load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     r = run(args)
+    r["paced_streams"] = args.paced_streams
     r["load_before"] = load_before
     r["load_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     r["elapsed"] = time.monotonic() - started
