@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import struct
 import termios
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +37,7 @@ class ClientSink:
         "_state",
         "_transport",
         "accounted",
+        "handed",
     )
 
     def __init__(
@@ -54,6 +56,9 @@ class ClientSink:
         self._transport = request.transport
         self._protocol: Any = request.protocol
         self.accounted = 0
+        # the last write's bytes reached the client transport, whatever happened after: the
+        # client leaving while aiohttp waited for the drain does not take them back (rule 8)
+        self.handed = False
 
     def buffered(self) -> int:
         """Bytes handed to the client transport and not yet sent (0 once it is gone)."""
@@ -85,6 +90,7 @@ class ClientSink:
         resp = self._resp
         send = resp.write_eof(data) if last else resp.write(data)
         protocol = self._protocol
+        self.handed = False
         if (
             protocol is not None
             and not protocol.writing_paused
@@ -93,11 +99,24 @@ class ClientSink:
             # cannot wait: the transport stays under its high-water mark, so it does not pause,
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
             await send
+            self.handed = True
         else:
-            await self._progress(asyncio.ensure_future(send), len(data))
+            if last and self._transport is not None and not self._transport.is_closing():
+                # the protocol resumes only once the transport is empty: "not paused" after
+                # this write then means its bytes left for the kernel (left_transport)
+                self._transport.set_write_buffer_limits(high=self._high, low=0)
+            await self._progress(asyncio.ensure_future(_Handing(send, self)), len(data))
         # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
         # did not reach a client then, and the stream must not count as delivered (rule 8)
         self._gone_check()
+
+    def left_transport(self) -> bool:
+        """The last write's bytes left the transport for the kernel, whatever happened after:
+        handed to it, and the transport not paused since (after a ``last`` write, not paused
+        means empty). A client that read them and hung up before the write returned got them;
+        one that left with them still queued here did not (rule 8)."""
+        protocol = self._protocol
+        return self.handed and (protocol is None or not protocol.writing_paused)
 
     async def writable(self) -> None:
         """Wait until the client transport is below its low-water mark, as aiohttp's own writer
@@ -149,6 +168,45 @@ class ClientSink:
     def _gone_check(self) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the client went away")
+
+
+class _Handing:
+    """Awaits ``send``, an aiohttp write, and sets ``sink.handed`` once it has first suspended
+    or ended without an error. aiohttp's write hands the bytes to the transport before its one
+    wait, the drain (no compression, no chunk callback on these responses): once it suspends,
+    the bytes are the transport's. ``send``'s own steps, values and errors pass through as they
+    are, as ``yield from`` would pass them."""
+
+    __slots__ = ("_send", "_sink")
+
+    def __init__(self, send: Coroutine[Any, Any, None], sink: ClientSink) -> None:
+        self._send = send
+        self._sink = sink
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        it = self._send.__await__()
+        try:
+            step = it.send(None)
+        except StopIteration:
+            self._sink.handed = True
+            return
+        self._sink.handed = True
+        while True:
+            try:
+                value = yield step
+            except GeneratorExit:
+                it.close()
+                raise
+            except BaseException as exc:  # passed on to send, as yield from does
+                try:
+                    step = it.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = it.send(value)
+                except StopIteration:
+                    return
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -76,6 +76,7 @@ class ClientWriter:
         "bytes_written",
         "delivered_end",
         "failed",
+        "handed_end",
         "silent",
         "sink",
     )
@@ -104,8 +105,11 @@ class ClientWriter:
         self.failed = False
         self.silent = False
         self.bytes_written = 0
-        # the final event (and [DONE]) reached the client transport: the stream is "ok" (rule 8)
+        # the final event (and [DONE]) reached the client transport and its write returned
         self.delivered_end = False
+        # ... or left the transport for the kernel, and the client hung up before the write
+        # returned: one that closes the moment it has the stream (TypeScript 0.4.x does)
+        self.handed_end = False
 
     def room(self) -> int:
         """What the converter may still hand over before it holds (issue 14)."""
@@ -168,8 +172,12 @@ class ClientWriter:
                         self._first_t = None
                     # the final event ends the body in the same send as the chunked terminator:
                     # sends are the largest share of the proxy's CPU per short stream
-                    await self.sink.write(data, last=ends_ok)
-                    self.bytes_written += len(data)
+                    try:
+                        await self.sink.write(data, last=ends_ok)
+                    finally:
+                        if self.sink.handed:  # the transport has them, whatever came after
+                            self.bytes_written += len(data)
+                        self.handed_end = ends_ok and self.sink.left_transport()
                     self.delivered_end = ends_ok
                     if self._parts:
                         # bytes that arrived while the client held the write up: the proxy's
@@ -243,8 +251,12 @@ async def stream_converted(
         ex.events_out = sum(stats.events_out.values())
         ex.bytes_in, ex.bytes_out = stats.bytes_in, writer.bytes_written
         ex.settled = True
-        if stats.outcome == "ok" and writer.delivered_end:
-            ex.outcome = "ok"  # even if the client then left before [DONE] (rule 8)
+        if stats.outcome == "ok" and (
+            writer.delivered_end or (writer.handed_end and not deadline and not writer.silent)
+        ):
+            # the final event was written: ok even if the client then left (rule 8); not when
+            # the proxy itself cut the connection (drain deadline, a silent client)
+            ex.outcome = "ok"
         elif stats.outcome not in (None, "ok"):
             ex.outcome, ex.error = "stream_error", stats.outcome
         elif deadline:

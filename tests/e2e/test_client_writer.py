@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 from typing import Any
 
 from tests.conftest import ProxyFactory
@@ -105,6 +106,7 @@ class _HeldSink:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.handed = False
         self.free = 0
         self.drained = asyncio.Event()
 
@@ -119,6 +121,10 @@ class _HeldSink:
 
     async def write(self, data: bytes, *, last: bool = False) -> None:
         self.written.append(data)
+        self.handed = True
+
+    def left_transport(self) -> bool:
+        return self.handed
 
     def release(self) -> None:
         pass
@@ -192,3 +198,55 @@ async def test_bytes_queued_while_the_writer_waits_for_the_client_go_before_the_
         else:
             assert "".join(texts) == " one two three", texts
 
+
+
+async def _reads_the_stream_then_hangs_up(port: int, tokens: int) -> bytes:
+    body = json.dumps({**STREAM_BODY, "max_tokens_to_sample": 100_000}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in LEGACY.items())
+    writer.write(
+        f"POST /v1/complete HTTP/1.1\r\nHost: x\r\n{head}x-sim-tokens: {tokens}\r\n"
+        f"x-sim-pace: 0\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = await asyncio.wait_for(reader.read(65536), 20)
+        assert chunk, "the proxy closed before the chunked terminator"
+        data += chunk
+    writer.transport.abort()  # gone the moment it has the whole stream
+    return data
+
+
+async def test_a_client_that_hangs_up_the_moment_it_has_the_stream_is_ok() -> None:
+    """Rule 8: a stream whose final event was written is ok, even when the client hangs up at
+    once (TypeScript 0.4.x does). A 2,000-token legacy stream outruns its client, so the final
+    event and the terminator wait in the transport for the drain; the client read them all and
+    closed, aiohttp cancelled the handler, and the cancellation reached the writer inside that
+    wait: 20-85 % of such streams were recorded client_gone (found by the attack)."""
+    from tests.e2e.test_process import ROOT, free_port, start_proxy, stop
+
+    sim_port = free_port()
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.simulator", "--port", str(sim_port), "--text-completions",
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for upstream in ("messages", "complete"):
+            p = await start_proxy(
+                f"http://127.0.0.1:{sim_port}",
+                complete_upstream=upstream,
+                messages_models="claude-2.0=claude-haiku-4-5",
+            )
+            port = int(p.url.rsplit(":", 1)[1])
+            try:
+                for _ in range(20):
+                    data = await _reads_the_stream_then_hangs_up(port, 2000)
+                    assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), data[-200:]
+            finally:
+                await stop(p)
+            lines = [json.loads(line) for line in (await p.output()).splitlines()]
+            outcomes = [x["outcome"] for x in lines if x.get("event") == "request.done"]
+            assert outcomes == ["ok"] * 20, (upstream, outcomes)
+    finally:
+        sim.terminate()
+        await sim.wait()
