@@ -208,7 +208,13 @@ async def stream_converted(
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **deps.deprecation})
     if "request-id" in up.headers:
         resp.headers["request-id"] = up.headers["request-id"]
-    await resp.prepare(request)
+    try:
+        await resp.prepare(request)
+    except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+        # the client left before its response headers could be written: nothing to convert,
+        # and nothing for aiohttp to log as an error (the route closes the upstream)
+        ex.outcome, ex.settled = "client_gone", True
+        return resp
     ex.status = resp.status
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=deps.settings.limits.write_high_water_bytes)
