@@ -99,7 +99,7 @@ class ClientSink:
             # cannot wait: the transport stays under its high-water mark, so it does not pause,
             # and aiohttp's drain returns at once (the hot path: no task, no timer)
             await send
-            self.handed = True
+            self.handed = self._kept()
         else:
             if last and self._transport is not None and not self._transport.is_closing():
                 # the protocol resumes only once the transport is empty: "not paused" after
@@ -109,6 +109,13 @@ class ClientSink:
         # a drain also ends when the connection is lost (at the drain deadline, say): the bytes
         # did not reach a client then, and the stream must not count as delivered (rule 8)
         self._gone_check()
+
+    def _kept(self) -> bool:
+        """After a write's synchronous part: whether the transport kept its bytes. A send that
+        fails (the client's reset already in the kernel, the loop not yet told) makes uvloop
+        close the transport without raising: those bytes went nowhere."""
+        t = self._transport
+        return t is not None and not t.is_closing()
 
     def left_transport(self) -> bool:
         """The last write's bytes left the transport for the kernel, whatever happened after:
@@ -188,9 +195,9 @@ class _Handing:
         try:
             step = it.send(None)
         except StopIteration:
-            self._sink.handed = True
+            self._sink.handed = self._sink._kept()
             return
-        self._sink.handed = True
+        self._sink.handed = self._sink._kept()
         while True:
             try:
                 value = yield step

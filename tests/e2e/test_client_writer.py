@@ -281,3 +281,65 @@ async def test_a_client_that_hangs_up_the_moment_it_has_the_stream_is_ok() -> No
     finally:
         sim.terminate()
         await sim.wait()
+
+
+async def _write_after_a_reset_the_loop_has_not_seen() -> tuple[bool, str]:
+    """A real aiohttp server on the running loop; its client resets between two of the
+    handler's writes, and the final write runs before the loop has polled since."""
+    import struct
+
+    from aiohttp import web
+
+    from proxy.server.client import ClientSink
+    from proxy.server.state import ServerState
+
+    seen: dict[str, Any] = {}
+    holder: dict[str, socket.socket] = {}
+    done = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await asyncio.sleep(0.2)  # the client has read the first event
+        sink = ClientSink(request, resp, ServerState(), high_water=65536, client_write=5)
+        c = holder["c"]
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # a reset, in the kernel before the loop polls again
+        try:
+            await sink.write(b"data: final\n\ndata: [DONE]\n\n", last=True)
+            seen["raised"] = "no"
+        except ConnectionError as exc:
+            seen["raised"] = repr(exc)
+        seen["left"] = sink.left_transport()
+        done.set_result(None)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    c = socket.socket()
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.setblocking(False)
+    holder["c"] = c
+    await asyncio.get_running_loop().sock_recv(c, 65536)
+    await asyncio.wait_for(done, 5)
+    await runner.cleanup()
+    return bool(seen["left"]), str(seen["raised"])
+
+
+def test_a_final_write_that_met_a_reset_did_not_leave_the_transport() -> None:
+    """uvloop meets a send that fails (EPIPE, ECONNRESET) by closing the transport without
+    raising: aiohttp's write returns as if it had written. Such a final event went nowhere and
+    must not make the stream ok (found by the attack on the rule 8 change, which had counted it
+    written)."""
+    import uvloop
+
+    left, raised = uvloop.run(_write_after_a_reset_the_loop_has_not_seen())
+    assert raised != "no", "the write did not notice the client had gone"
+    assert not left
