@@ -57,16 +57,10 @@ class Entry:
         self.deps = deps
         self._client_labels = deps.metrics.client_labels
         self._in_progress = Children(deps.metrics.streams_in_progress)
-        # the app's loop, known once it serves: on Python 3.11 every asyncio call that looks the
-        # running loop up (current_task() without it, timeout(), create_task()) is a getpid
-        # system call, several microseconds each on a virtual machine (issue 18)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         deps = self.deps
         state = deps.state
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         ex = Exchange(request_id=f"req_proxy_{_ids.getrandbits(80):020x}", method=request.method)
         response: web.StreamResponse | None = None
@@ -111,7 +105,9 @@ class Entry:
                 # only grow it (issue 14); they catch up, or are cut after client_write
                 deps.metrics.pending_refused.inc()
                 raise Overloaded("the proxy is holding too much output for slow clients; retry")
-            task = asyncio.current_task(self._loop)
+            # the serving loop, looked up once by Upstream.start: on Python 3.11 current_task()
+            # without it is a getpid system call (proxy.server.deadline)
+            task = asyncio.current_task(deps.upstream.loop)
             state.enter(task)
             self._in_progress(ex.mode).inc()
             counted = True
